@@ -1,0 +1,959 @@
+"""Per-pixel segmentation of atomic-resolution images with a fully convolutional network.
+
+:class:`FCNSegmenter` is a scikit-learn transformer that wraps a skorch
+:class:`~skorch.NeuralNet` around a PyTorch U-Net (:class:`sklatom._unet.UNet`). It learns from
+images and integer label masks and turns images into probability maps
+``(n_images, n_classes, height, width)`` that sum to one over classes, class 0 being the
+background.
+"""
+
+import functools
+import hashlib
+import json
+import numbers
+import os
+import warnings
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from skimage.transform import resize
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.helper import predefined_split
+
+from ._augment import augment_intensity, grid_patches, pad_reflect, random_patch
+from ._unet import UNet, receptive_field
+from ._validation import SklatomWarning, check_image_batch, check_pixel_size, stack_if_same_shape
+
+__all__ = ["FCNSegmenter"]
+
+#: Version of the ``save``/``load`` file layout.
+FORMAT_VERSION = 1
+_METADATA_KEY = "sklatom"
+#: Per-image input normalisation: ``(image - median) / (p99.5 - p0.5)``.
+NORMALISATION = {"center": "median", "low_percentile": 0.5, "high_percentile": 99.5}
+#: Pixel sizes (Å/px) the segmenter accepts.
+PIXEL_SIZE_RANGE = (0.05, 0.3)
+
+
+def _noop(*args, **kwargs):
+    """Sink that discards messages (picklable, unlike a lambda)."""
+
+
+def _normalise(image, name="X"):
+    """Robust per-image normalisation; a constant image becomes zeros (with a warning)."""
+    x = np.asarray(image, dtype=np.float32)
+    lo, med, hi = np.percentile(
+        x, [NORMALISATION["low_percentile"], 50.0, NORMALISATION["high_percentile"]]
+    )
+    scale = float(hi - lo)
+    if not scale > 1e-6 * max(abs(float(med)), np.finfo(np.float32).tiny):
+        if float(x.max() - x.min()) == 0.0:
+            warnings.warn(
+                f"{name} is constant (all pixels {float(med):g}); it is segmented as a blank "
+                "image",
+                SklatomWarning,
+                stacklevel=4,
+            )
+            return np.zeros_like(x)
+        scale = float(x.max() - x.min())  # nearly constant: use the full range instead
+    return ((x - np.float32(med)) / np.float32(scale)).astype(np.float32)
+
+
+def _check_masks(y, images, name="y"):
+    """Validate label masks against the images; return a list of int64 arrays."""
+    if y is None:
+        raise ValueError(
+            f"{name} is None; FCNSegmenter needs integer label masks of the same shapes as X"
+        )
+    if isinstance(y, np.ndarray) or not isinstance(y, (list, tuple)):
+        arr = np.asarray(y)
+        if arr.ndim != 3:
+            raise ValueError(
+                f"{name} must have 3 dimensions (n_images, height, width) or be a list of 2-D "
+                f"masks; got shape {arr.shape}"
+            )
+        items = list(arr)
+    else:
+        items = [np.asarray(m) for m in y]
+    if len(items) != len(images):
+        raise ValueError(f"{name} holds {len(items)} masks but X holds {len(images)} images")
+    out = []
+    for i, (m, img) in enumerate(zip(items, images)):
+        if m.shape != img.shape:
+            raise ValueError(f"{name}[{i}] has shape {m.shape} but X[{i}] has shape {img.shape}")
+        if m.dtype.kind == "f":
+            if not np.all(np.isfinite(m)) or not np.all(m == np.round(m)):
+                raise TypeError(
+                    f"{name}[{i}] must hold integer class labels; got non-integer values of "
+                    f"dtype {m.dtype}"
+                )
+        elif m.dtype.kind not in "iub":
+            raise TypeError(f"{name}[{i}] must hold integer class labels; got dtype {m.dtype}")
+        m = m.astype(np.int64)
+        if m.size and m.min() < 0:
+            raise ValueError(
+                f"{name}[{i}] contains negative labels (min {m.min()}); labels must be >= 0"
+            )
+        out.append(m)
+    return out
+
+
+def _seed_from(random_state):
+    """Turn ``random_state`` (None, int, RandomState or Generator) into an int seed."""
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= int(random_state) < 2**32:
+            raise ValueError(f"random_state must be in [0, 2**32); got {random_state!r}")
+        return int(random_state)
+    return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device; got {device!r}")
+    return device
+
+
+class _PatchDataset(torch.utils.data.Dataset):
+    """Random augmented patches drawn on the fly; patch ``i`` of epoch ``e`` is seeded by
+    ``(seed, e, i)`` so it does not depend on the order in which the loader asks for it."""
+
+    def __init__(self, images, masks, patch_size, n_patches, seed, augment, zoom_range):
+        self.images = images
+        self.masks = masks
+        self.patch_size = patch_size
+        self.n_patches = n_patches
+        self.seed = seed
+        self.augment = augment
+        self.zoom_range = zoom_range
+        self.epoch = 0
+        areas = np.array([im.size for im in images], dtype=float)
+        self.weights = areas / areas.sum()
+
+    def __len__(self):
+        return self.n_patches
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        k = int(rng.choice(len(self.images), p=self.weights))
+        img, msk = random_patch(
+            self.images[k],
+            self.masks[k],
+            self.patch_size,
+            rng,
+            zoom_range=self.zoom_range if self.augment else (1.0, 1.0),
+            geometric=self.augment,
+        )
+        if self.augment:
+            img = augment_intensity(img, rng)
+        return torch.from_numpy(img[np.newaxis]), torch.from_numpy(msk)
+
+
+class _SetEpoch(Callback):
+    """Tell the patch dataset which epoch it is serving (for its seeds)."""
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        if isinstance(dataset_train, _PatchDataset):
+            dataset_train.epoch = len(net.history)
+
+
+def _optimizer_name(optimizer):
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        if getattr(torch.optim, optimizer.__name__, None) is optimizer:
+            return optimizer.__name__
+    raise ValueError(
+        f"save() stores optimizers from torch.optim by name; got optimizer={optimizer!r}. "
+        "Use joblib.dump for estimators with custom optimizers."
+    )
+
+
+def _optimizer_from_name(name, path):
+    opt = getattr(torch.optim, name, None) if isinstance(name, str) else None
+    if not (isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer)):
+        raise ValueError(f"{path}: optimizer {name!r} is not an optimizer of torch.optim")
+    return opt
+
+
+def _digest(config_without_digest, tensors):
+    h = hashlib.sha256(json.dumps(config_without_digest, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Segment atomic-resolution images into classes with a U-Net (skorch + PyTorch).
+
+    ``fit`` trains a U-Net on random, augmented patches of the training images and their label
+    masks; ``transform``/``predict_proba`` return per-pixel class probabilities and ``predict``
+    the most probable class. Images of any size are accepted (reflect-padded to a multiple of
+    ``2 ** module__depth`` and cropped back); large images are processed in overlapping tiles
+    of bounded memory. Each image is normalised on its own, ``(image - median) / (p99.5 -
+    p0.5)``, so raw counts, ``uint16`` and float images of the same scene give the same result.
+
+    Parameters
+    ----------
+    module__depth : int, default=3
+        Pooling levels of the U-Net.
+    module__base_filters : int, default=16
+        Channels of the first U-Net level (doubled at each level).
+    module__dilation : int, default=2
+        Dilation of the bottleneck convolutions (1 = no dilation).
+    module__batch_norm : bool, default=True
+        Batch normalisation after each convolution.
+    module__dropout : float, default=0.1
+        Channel dropout probability after the bottleneck.
+    lr : float, default=1e-3
+        Learning rate.
+    max_epochs : int, default=20
+        Maximum number of epochs.
+    batch_size : int, default=8
+        Patches per training batch, and tiles per inference batch.
+    optimizer : torch.optim.Optimizer subclass, default=torch.optim.Adam
+        Optimizer class.
+    patch_size : int, default=128
+        Side of the square training patches in pixels; a multiple of ``2 ** module__depth``.
+        Smaller images are reflect-padded.
+    patches_per_epoch : int or None, default=None
+        Patches drawn per epoch. None: enough to cover the training images once
+        (``ceil(total area / patch_size ** 2)``), and at least ``batch_size``.
+    validation_fraction : float or None, default=0.1
+        Fraction of the training images (whole images, not stratified, at least one) held out
+        to compute ``valid_loss`` for early stopping and the learning-rate schedule. Their
+        patches are a fixed grid without augmentation. None or 0 (or a single training image):
+        no validation; ``train_loss`` is monitored instead.
+    early_stopping_patience : int or None, default=5
+        Stop after this many epochs without improvement of the monitored loss and restore the
+        best weights. None or 0: no early stopping.
+    lr_schedule : {True, "plateau", "cosine", False, None}, default=True
+        True/"plateau": halve the learning rate when the monitored loss stalls
+        (``ReduceLROnPlateau``); "cosine": cosine annealing over ``max_epochs``; False/None:
+        constant learning rate.
+    augment : bool, default=True
+        Random flips/rotations by 90°, zoom, Gaussian blur, gamma, Poisson dose noise and
+        contrast changes of the training patches (masks follow geometry with nearest
+        neighbours).
+    augment_zoom : tuple of float, default=(0.9, 1.1)
+        Range of the random magnification.
+    class_weight : None, "balanced" or array-like of shape (n_classes,), default=None
+        Weights of the classes in the pixel-wise cross-entropy. "balanced" weights classes
+        inversely to their pixel frequency in the training masks.
+    classes : list of str or None, default=None
+        Class names indexed by label value, e.g. ``["background", "C", "Si"]``. None:
+        ``["background", "class_1", ...]`` up to the largest label in ``y``.
+    training_pixel_size : float or None, default=None
+        Pixel size in Å/px of the images given to ``fit`` (between 0.05 and 0.3). Stored as
+        ``pixel_size_``. None: unknown, and then images cannot be rescaled at prediction.
+    pixel_size : float or None, default=None
+        Pixel size in Å/px of the images given to ``transform``/``predict``/``score``. When it
+        differs from ``pixel_size_`` the images are rescaled by ``pixel_size / pixel_size_`` to
+        the training sampling (bilinear), segmented, and the probabilities are resized back to
+        the input size and renormalised. None: images are at the training sampling.
+    tile_size : int, default=512
+        Side of the square inference tiles in pixels (rounded down to a multiple of
+        ``2 ** module__depth``). Bounds the memory of inference.
+    tile_overlap : int or "auto", default="auto"
+        Overlap of neighbouring tiles in pixels; only the central part of each tile (without
+        ``tile_overlap / 2`` on each side, rounded up to a multiple of ``2 ** module__depth``)
+        is kept. "auto" uses twice the network's receptive reach, for which tiled prediction
+        equals whole-image prediction up to floating-point rounding.
+    device : str, default="auto"
+        Torch device; "auto" picks "cuda" when available, else "cpu".
+    verbose : int, default=1
+        0: silent; 1: a table of losses per epoch; 2: also a progress bar.
+    random_state : int, RandomState instance, Generator or None, default=None
+        Seeds the weight initialisation, the patch sampling, the augmentation, the validation
+        split and dropout; two fits with the same int give identical weights (on the CPU).
+
+    Attributes
+    ----------
+    classes_ : list of str
+        Class names; index = label value, 0 = background.
+    n_classes_ : int
+        Number of classes.
+    pixel_size_ : float or None
+        Pixel size of the training images in Å/px.
+    net_ : skorch.NeuralNet
+        The fitted network; ``net_.history`` holds the losses per epoch and ``net_.module_``
+        the :class:`~sklatom._unet.UNet`.
+    device_ : str
+        Device used.
+
+    See Also
+    --------
+    sklatom._unet.UNet : the network.
+
+    Notes
+    -----
+    Training draws ``patches_per_epoch`` random patches per epoch; patch ``i`` of epoch ``e``
+    comes from a generator seeded with ``(seed, e, i)``. The loss is the cross-entropy over all
+    pixels. Prediction pads each image by the tile margin with reflection, runs the network on
+    tiles whose origins lie on the pooling grid and keeps their centres.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklatom.segmentation import FCNSegmenter
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(4, 32, 32)).astype(np.float32)
+    >>> y = (X > 1).astype(int)
+    >>> seg = FCNSegmenter(module__depth=2, module__base_filters=4, patch_size=32,
+    ...                    max_epochs=1, verbose=0, random_state=0).fit(X, y)
+    >>> seg.classes_
+    ['background', 'class_1']
+    >>> proba = seg.transform(X)
+    >>> proba.shape, proba.dtype
+    ((4, 2, 32, 32), dtype('float32'))
+    >>> bool(np.allclose(proba.sum(axis=1), 1, atol=1e-5))
+    True
+    >>> seg.predict(X[:, :20, :25]).shape
+    (4, 20, 25)
+    """
+
+    def __init__(
+        self,
+        module__depth=3,
+        module__base_filters=16,
+        module__dilation=2,
+        module__batch_norm=True,
+        module__dropout=0.1,
+        lr=1e-3,
+        max_epochs=20,
+        batch_size=8,
+        optimizer=torch.optim.Adam,
+        patch_size=128,
+        patches_per_epoch=None,
+        validation_fraction=0.1,
+        early_stopping_patience=5,
+        lr_schedule=True,
+        augment=True,
+        augment_zoom=(0.9, 1.1),
+        class_weight=None,
+        classes=None,
+        training_pixel_size=None,
+        pixel_size=None,
+        tile_size=512,
+        tile_overlap="auto",
+        device="auto",
+        verbose=1,
+        random_state=None,
+    ):
+        self.module__depth = module__depth
+        self.module__base_filters = module__base_filters
+        self.module__dilation = module__dilation
+        self.module__batch_norm = module__batch_norm
+        self.module__dropout = module__dropout
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.patch_size = patch_size
+        self.patches_per_epoch = patches_per_epoch
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.lr_schedule = lr_schedule
+        self.augment = augment
+        self.augment_zoom = augment_zoom
+        self.class_weight = class_weight
+        self.classes = classes
+        self.training_pixel_size = training_pixel_size
+        self.pixel_size = pixel_size
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------------------------------
+    # scikit-learn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.target_tags.required = True
+        return tags
+
+    def set_params(self, **params):
+        """Set parameters; names such as ``module__depth`` are parameters of this estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : FCNSegmenter
+        """
+        own = set(self._get_param_names())
+        rest = {}
+        for key, value in params.items():
+            if key in own:
+                setattr(self, key, value)
+            else:
+                rest[key] = value
+        if rest:
+            super().set_params(**rest)
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    # helpers
+    def _module_kwargs(self):
+        kw = {k[len("module__"):]: v for k, v in self.get_params(deep=False).items()
+              if k.startswith("module__")}
+        for key in ("depth", "base_filters", "dilation"):
+            v = kw[key]
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"module__{key} must be an integer >= 1; got {v!r}")
+            kw[key] = int(v)
+        kw["batch_norm"] = bool(kw["batch_norm"])
+        if not isinstance(kw["dropout"], numbers.Real) or not 0 <= kw["dropout"] < 1:
+            raise ValueError(f"module__dropout must be a number in [0, 1); got {kw['dropout']!r}")
+        kw["dropout"] = float(kw["dropout"])
+        return kw
+
+    def _check_int(self, name, low=1):
+        v = getattr(self, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {v!r}")
+        return int(v)
+
+    def _resolve_classes(self, masks):
+        max_label = max(int(m.max()) if m.size else 0 for m in masks)
+        if self.classes is None:
+            n = max(2, max_label + 1)
+            return ["background"] + [f"class_{i}" for i in range(1, n)]
+        if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
+            raise TypeError(
+                f"classes must be a list of class names (str) indexed by label value; got "
+                f"{self.classes!r}"
+            )
+        classes = list(self.classes)
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise ValueError(
+                f"classes must hold at least 2 distinct names (background first); got {classes!r}"
+            )
+        if max_label >= len(classes):
+            raise ValueError(
+                f"y contains label {max_label} but classes has only {len(classes)} names "
+                f"{classes!r}; labels must be < len(classes)"
+            )
+        return classes
+
+    def _class_weights(self, masks, n_classes):
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if isinstance(cw, str):
+            if cw != "balanced":
+                raise ValueError(f"class_weight must be None, 'balanced' or an array; got {cw!r}")
+            counts = np.zeros(n_classes)
+            for m in masks:
+                counts += np.bincount(m.ravel(), minlength=n_classes)[:n_classes]
+            w = counts.sum() / (n_classes * np.maximum(counts, 1))
+        else:
+            w = np.asarray(cw, dtype=float)
+            if w.shape != (n_classes,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(
+                    f"class_weight must hold {n_classes} non-negative finite weights (one per "
+                    f"class); got {cw!r}"
+                )
+        return torch.as_tensor(w, dtype=torch.float32)
+
+    def _make_net(self, n_classes, module_kwargs, train_split=None, class_weights=None,
+                  device="cpu"):
+        monitor = "train_loss" if train_split is None else "valid_loss"
+        verbose = int(self.verbose) if self.verbose else 0
+        callbacks = [("set_epoch", _SetEpoch())]
+        patience = self.early_stopping_patience
+        if patience:
+            if isinstance(patience, bool) or not isinstance(patience, numbers.Integral):
+                raise ValueError(
+                    f"early_stopping_patience must be a positive int or None; got {patience!r}"
+                )
+            callbacks.append((
+                "early_stopping",
+                EarlyStopping(monitor=monitor, patience=int(patience), load_best=True,
+                              sink=print if verbose else _noop),
+            ))
+        sched = self.lr_schedule
+        if sched is True or sched == "plateau":
+            callbacks.append((
+                "lr_scheduler",
+                LRScheduler(policy=torch.optim.lr_scheduler.ReduceLROnPlateau, monitor=monitor,
+                            factor=0.5, patience=max(1, int(patience or 4) // 2)),
+            ))
+        elif sched == "cosine":
+            callbacks.append((
+                "lr_scheduler",
+                LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                            T_max=max(1, int(self.max_epochs))),
+            ))
+        elif sched not in (False, None):
+            raise ValueError(
+                f"lr_schedule must be True, 'plateau', 'cosine', False or None; got {sched!r}"
+            )
+        if verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        module_params = {f"module__{k}": v for k, v in module_kwargs.items()}
+        return NeuralNet(
+            module=UNet,
+            module__n_classes=n_classes,
+            **module_params,
+            criterion=torch.nn.CrossEntropyLoss,
+            criterion__weight=class_weights,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            max_epochs=self._check_int("max_epochs"),
+            batch_size=self._check_int("batch_size"),
+            iterator_train__shuffle=True,
+            train_split=train_split,
+            callbacks=callbacks,
+            predict_nonlinearity=functools.partial(torch.nn.functional.softmax, dim=1),
+            verbose=verbose,
+            device=device,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # fitting
+    def fit(self, X, y):
+        """Train the network on images and label masks.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Training images (any real dtype; each is normalised on its own), at
+            ``training_pixel_size`` Å/px.
+        y : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Integer label masks of the same shapes; label ``k`` names ``classes_[k]``, 0 is the
+            background.
+
+        Returns
+        -------
+        self : FCNSegmenter
+            The fitted estimator.
+        """
+        images = check_image_batch(X, "X")
+        masks = _check_masks(y, images)
+        module_kwargs = self._module_kwargs()
+        multiple = 2 ** module_kwargs["depth"]
+        patch_size = self._check_int("patch_size")
+        if patch_size % multiple:
+            raise ValueError(
+                f"patch_size must be a multiple of 2**module__depth = {multiple}; "
+                f"got {patch_size}"
+            )
+        zoom = self.augment_zoom
+        try:
+            zoom = (float(zoom[0]), float(zoom[1]))
+            ok = len(self.augment_zoom) == 2 and 0 < zoom[0] <= zoom[1]
+        except (TypeError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"augment_zoom must be a pair (low, high) with 0 < low <= high; "
+                f"got {self.augment_zoom!r}"
+            )
+        classes = self._resolve_classes(masks)
+        n_classes = len(classes)
+        pixel_size_ = check_pixel_size(self.training_pixel_size, "training_pixel_size",
+                                       *PIXEL_SIZE_RANGE, allow_none=True)
+        device = _resolve_device(self.device)
+        seed = _seed_from(self.random_state)
+        norm = [_normalise(im, f"X[{i}]") for i, im in enumerate(images)]
+
+        # whole images are held out for validation
+        n = len(norm)
+        vf = self.validation_fraction
+        if vf is None or vf == 0:
+            n_valid = 0
+        else:
+            if isinstance(vf, bool) or not isinstance(vf, numbers.Real) or not 0 < vf < 1:
+                raise ValueError(f"validation_fraction must be in (0, 1) or None; got {vf!r}")
+            if n < 2:
+                warnings.warn(
+                    "validation_fraction is ignored: a single training image cannot be split; "
+                    "monitoring train_loss instead",
+                    SklatomWarning,
+                    stacklevel=2,
+                )
+                n_valid = 0
+            else:
+                n_valid = min(n - 1, max(1, int(round(vf * n))))
+        order = np.random.default_rng([seed, 1]).permutation(n)
+        valid_idx, train_idx = order[:n_valid], order[n_valid:]
+        train_images = [norm[i] for i in train_idx]
+        train_masks = [masks[i] for i in train_idx]
+        train_split = None
+        if n_valid:
+            parts = [grid_patches(norm[i], masks[i], patch_size) for i in valid_idx]
+            vx = np.concatenate([p[0] for p in parts])[:, np.newaxis]
+            vy = np.concatenate([p[1] for p in parts])
+            train_split = predefined_split(SkorchDataset(vx, vy))
+
+        batch_size = self._check_int("batch_size")
+        if self.patches_per_epoch is None:
+            area = sum(im.size for im in train_images)
+            n_patches = max(batch_size, -(-area // patch_size**2))
+        else:
+            n_patches = self._check_int("patches_per_epoch")
+        dataset = _PatchDataset(train_images, train_masks, patch_size, n_patches, seed,
+                                bool(self.augment), zoom)
+        class_weights = self._class_weights(train_masks, n_classes)
+
+        devices = [torch.cuda.current_device()] if str(device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            net = self._make_net(n_classes, module_kwargs, train_split, class_weights, device)
+            net.fit(dataset, None)
+        net.train_split = None  # do not keep the validation patches in the fitted estimator
+        self.net_ = net
+        self.classes_ = classes
+        self.n_classes_ = n_classes
+        self.pixel_size_ = pixel_size_
+        self.device_ = str(device)
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    # prediction
+    def _tile_geometry(self):
+        module = self.net_.module_
+        multiple = 2 ** module.depth
+        if self.tile_overlap == "auto":
+            half = receptive_field(module.depth, module.dilation)
+        else:
+            ov = self.tile_overlap
+            if isinstance(ov, bool) or not isinstance(ov, numbers.Integral) or ov < 0:
+                raise ValueError(f"tile_overlap must be 'auto' or an integer >= 0; got {ov!r}")
+            half = -(-int(ov) // 2)
+        margin = -(-half // multiple) * multiple
+        tile = self._check_int("tile_size") // multiple * multiple
+        core = tile - 2 * margin
+        if core < multiple:
+            raise ValueError(
+                f"tile_size={self.tile_size} is too small for an overlap of {2 * margin} px "
+                f"(tile_overlap={self.tile_overlap!r}); use tile_size >= {2 * margin + multiple}"
+            )
+        return multiple, margin, core
+
+    def _predict_normalised(self, x):
+        """Probabilities ``(n_classes, h, w)`` of one normalised image, tile by tile."""
+        multiple, margin, core = self._tile_geometry()
+        h, w = x.shape
+        core_r = min(core, -(-h // multiple) * multiple)
+        core_c = min(core, -(-w // multiple) * multiple)
+        n_r, n_c = -(-h // core_r), -(-w // core_c)
+        padded = pad_reflect(
+            x, [(margin, n_r * core_r - h + margin), (margin, n_c * core_c - w + margin)]
+        )
+        out = np.empty((self.n_classes_, n_r * core_r, n_c * core_c), dtype=np.float32)
+        origins = [(r * core_r, c * core_c) for r in range(n_r) for c in range(n_c)]
+        th, tw = core_r + 2 * margin, core_c + 2 * margin
+        bs = self._check_int("batch_size")
+        for start in range(0, len(origins), bs):
+            chunk = origins[start:start + bs]
+            batch = np.stack([padded[r:r + th, c:c + tw] for r, c in chunk])[:, np.newaxis]
+            proba = self.net_.predict_proba(np.ascontiguousarray(batch, dtype=np.float32))
+            for (r, c), p in zip(chunk, proba):
+                out[:, r:r + core_r, c:c + core_c] = p[:, margin:margin + core_r,
+                                                        margin:margin + core_c]
+        return out[:, :h, :w]
+
+    def _proba_items(self, X):
+        check_is_fitted(self, "net_")
+        images = check_image_batch(X, "X")
+        ps = check_pixel_size(self.pixel_size, "pixel_size", *PIXEL_SIZE_RANGE, allow_none=True)
+        factor = 1.0
+        if ps is not None:
+            if self.pixel_size_ is None:
+                raise ValueError(
+                    f"pixel_size={ps} Å/px cannot be honoured: the model does not know its "
+                    "training pixel size (fit with training_pixel_size=... to set pixel_size_)"
+                )
+            factor = ps / self.pixel_size_
+        out = []
+        for i, img in enumerate(images):
+            x = _normalise(img, f"X[{i}]")
+            shape = x.shape
+            if factor != 1.0:
+                new = (max(1, int(round(shape[0] * factor))), max(1, int(round(shape[1] * factor))))
+                x = resize(x, new, order=1, mode="reflect", anti_aliasing=factor < 1,
+                           preserve_range=True).astype(np.float32)
+            p = self._predict_normalised(x)
+            if p.shape[1:] != shape:
+                p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
+                           anti_aliasing=False, preserve_range=True)
+                p = np.clip(p, 0, None)
+                p = (p / np.maximum(p.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
+            out.append(p)
+        return out
+
+    def predict_proba(self, X):
+        """Per-pixel class probabilities.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Images at ``pixel_size`` Å/px (or at the training sampling when it is None).
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes, height, width), float32, or list of \
+ndarray of shape (n_classes, height_i, width_i)
+            Softmax probabilities summing to one over classes; a list when sizes differ.
+        """
+        return stack_if_same_shape(self._proba_items(X))
+
+    def transform(self, X):
+        """Per-pixel class probabilities; the same as :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Images.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes, height, width), float32, or list of \
+ndarray of shape (n_classes, height_i, width_i)
+            Probability maps; class 0 is the background.
+        """
+        return self.predict_proba(X)
+
+    def predict(self, X):
+        """Most probable class of each pixel.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Images.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images, height, width), int64, or list of ndarray
+            Label masks (index into ``classes_``); a list when sizes differ.
+        """
+        return stack_if_same_shape([p.argmax(axis=0).astype(np.int64)
+                                    for p in self._proba_items(X)])
+
+    def score(self, X, y):
+        """Mean intersection over union of the non-background classes.
+
+        For every class ``k >= 1`` that occurs in ``y`` or in the prediction, IoU is computed
+        over all pixels of all images together, ``|pred == k and y == k| / |pred == k or y ==
+        k|``; the score is the mean over those classes (1.0 when neither contains any
+        non-background pixel).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Images.
+        y : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            True integer label masks.
+
+        Returns
+        -------
+        score : float
+            Mean IoU in [0, 1]; higher is better.
+        """
+        check_is_fitted(self, "net_")
+        images = check_image_batch(X, "X")
+        masks = _check_masks(y, images)
+        pred = self.predict(X)
+        inter = np.zeros(self.n_classes_ + 1)
+        union = np.zeros(self.n_classes_ + 1)
+        for p, t in zip(pred, masks):
+            t = np.minimum(t, self.n_classes_)  # unknown labels count as wrong everywhere
+            for k in range(1, self.n_classes_ + 1):
+                pk, tk = p == k, t == k
+                inter[k] += np.count_nonzero(pk & tk)
+                union[k] += np.count_nonzero(pk | tk)
+        present = union[1:] > 0
+        if not present.any():
+            return 1.0
+        return float(np.mean(inter[1:][present] / union[1:][present]))
+
+    # ----------------------------------------------------------------------------------------
+    # persistence without pickle
+    def _json_params(self):
+        params = self.get_params(deep=False)
+        params["optimizer"] = _optimizer_name(params["optimizer"])
+        if params["augment_zoom"] is not None:
+            params["augment_zoom"] = [float(z) for z in params["augment_zoom"]]
+        cw = params["class_weight"]
+        if cw is not None and not isinstance(cw, str):
+            params["class_weight"] = [float(v) for v in np.asarray(cw).ravel()]
+        if params["classes"] is not None:
+            params["classes"] = list(params["classes"])
+        rs = params["random_state"]
+        if not (rs is None or isinstance(rs, numbers.Integral)):
+            params["random_state"] = None
+        elif rs is not None:
+            params["random_state"] = int(rs)
+        if isinstance(params["device"], torch.device):
+            params["device"] = str(params["device"])
+        return params
+
+    def save(self, path):
+        """Save the fitted network to one ``.safetensors`` file (weights + JSON metadata).
+
+        The file holds the U-Net weights as plain tensors and, in its string metadata under the
+        key ``"sklatom"``, a JSON document with the format version, the estimator parameters,
+        ``classes_``, ``pixel_size_``, the input normalisation and a SHA-256 digest of it all.
+        Loading it executes no code. Training state (optimizer, history) is not saved; use
+        joblib for that.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination file, conventionally ending in ``.safetensors``.
+
+        Returns
+        -------
+        path : str
+            The path written.
+        """
+        check_is_fitted(self, "net_")
+        path = os.fspath(path)
+        tensors = {k: v.detach().cpu().contiguous()
+                   for k, v in self.net_.module_.state_dict().items()}
+        module = self.net_.module_
+        config = {
+            "format_version": FORMAT_VERSION,
+            "estimator": type(self).__name__,
+            "params": self._json_params(),
+            "classes_": list(self.classes_),
+            "pixel_size_": self.pixel_size_,
+            "normalisation": dict(NORMALISATION),
+            "module": {"depth": module.depth, "dilation": module.dilation},
+        }
+        config["sha256"] = _digest(config, tensors)
+        save_file(tensors, path, metadata={_METADATA_KEY: json.dumps(config)})
+        return path
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        """Load an estimator written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : str, default="cpu"
+            Device to put the network on ("auto", "cpu", "cuda").
+
+        Returns
+        -------
+        segmenter : FCNSegmenter
+            A fitted estimator that predicts like the saved one.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid safetensors file, or its metadata or tensors are
+            missing, malformed, inconsistent or modified (the digest does not match).
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such model file: {path!r}")
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(
+                f"{path!r} is not a readable safetensors file (truncated or corrupt?): {exc}"
+            ) from exc
+        if _METADATA_KEY not in metadata:
+            raise ValueError(
+                f"{path!r} has no {_METADATA_KEY!r} metadata; it was not written by "
+                "FCNSegmenter.save"
+            )
+        try:
+            config = json.loads(metadata[_METADATA_KEY])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path!r}: the sklatom metadata is not valid JSON: {exc}") from exc
+        required = ("format_version", "params", "classes_", "pixel_size_", "normalisation",
+                    "sha256")
+        if not isinstance(config, dict) or any(k not in config for k in required):
+            raise ValueError(
+                f"{path!r}: the sklatom metadata must be a JSON object with keys {required}"
+            )
+        if config["format_version"] != FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r}: format_version {config['format_version']!r} is not supported "
+                f"(expected {FORMAT_VERSION})"
+            )
+        expected_digest = config.pop("sha256")
+        if _digest(config, tensors) != expected_digest:
+            raise ValueError(
+                f"{path!r}: SHA-256 digest mismatch; the weights or metadata were modified or "
+                "corrupted"
+            )
+        if config["normalisation"] != NORMALISATION:
+            raise ValueError(
+                f"{path!r}: unsupported input normalisation {config['normalisation']!r}"
+            )
+        params = config["params"]
+        valid = set(cls._get_param_names())
+        if not isinstance(params, dict) or not set(params) <= valid:
+            extra = sorted(set(params) - valid) if isinstance(params, dict) else params
+            raise ValueError(f"{path!r}: unknown estimator parameters {extra!r}")
+        params = dict(params)
+        params["optimizer"] = _optimizer_from_name(params.get("optimizer", "Adam"), path)
+        if isinstance(params.get("augment_zoom"), list):
+            params["augment_zoom"] = tuple(params["augment_zoom"])
+        classes = config["classes_"]
+        if (not isinstance(classes, list) or len(classes) < 2
+                or not all(isinstance(c, str) for c in classes)):
+            raise ValueError(f"{path!r}: classes_ must be a list of >= 2 names; got {classes!r}")
+        est = cls(**params)
+        try:
+            pixel_size_ = check_pixel_size(config["pixel_size_"], "pixel_size_",
+                                           *PIXEL_SIZE_RANGE, allow_none=True)
+            module_kwargs = est._module_kwargs()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path!r}: invalid stored parameters: {exc}") from exc
+        dev = _resolve_device(device)
+        with torch.random.fork_rng(devices=[]):
+            net = est._make_net(len(classes), module_kwargs, device=dev)
+            net.initialize()
+        expected = net.module_.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path!r}: tensors do not match the network: missing {missing}, "
+                f"unexpected {unexpected}"
+            )
+        for key, ref in expected.items():
+            t = tensors[key]
+            if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
+                raise ValueError(
+                    f"{path!r}: tensor {key!r} has shape {tuple(t.shape)} and dtype {t.dtype}; "
+                    f"the network expects {tuple(ref.shape)} and {ref.dtype}"
+                )
+        net.module_.load_state_dict(tensors)
+        net.module_.eval()
+        est.net_ = net
+        est.classes_ = list(classes)
+        est.n_classes_ = len(classes)
+        est.pixel_size_ = pixel_size_
+        est.device_ = str(dev)
+        return est
