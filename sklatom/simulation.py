@@ -282,13 +282,15 @@ class MultisliceSimulator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         settings = self._settings()
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=len(structures))
+        if settings["frozen_phonons"] == 0:
+            seeds[:] = 0  # static lattice: no randomness, and a stable cache key
         simulate = _simulate_one
         if self.memory is not None:
             from joblib import Memory
 
             memory = self.memory if isinstance(self.memory, Memory) else Memory(
                 self.memory, verbose=0)
-            simulate = memory.cache(_simulate_one)
+            simulate = memory.cache(_simulate_one, ignore=["scheduler", "n_jobs"])
 
         if settings["method"] != "incoherent" and self.scheduler == "distributed":
             images = _simulate_distributed(structures, settings, seeds)

@@ -209,9 +209,10 @@ def make_structure(
         Kinds: ``"vacancy"`` (one atom removed), ``"divacancy"`` (two bonded atoms removed),
         ``"substitution"`` (a dopant on a host site: Si in graphene, W on Mo and Se on S in
         MoS2, C in hBN), ``"stone_wales"`` (a C-C bond rotated by 90°, giving 5-7 rings).
-        ``"default"`` uses the lattice's typical mix, None or ``{}`` none. Defects land inside
-        the scanned region, at least ``min_defect_separation`` Å apart; if there is no room
-        for all of them a ValueError says so.
+        ``"default"`` draws a Poisson number of each kind around the lattice's typical mix
+        (given per 25.6 x 25.6 Å and scaled by the area), planting those that fit; None or
+        ``{}`` plants none. Defects land inside the scanned region, at least
+        ``min_defect_separation`` Å apart; if explicit counts do not fit, a ValueError says so.
     rotation : float or None, default=None
         In-plane rotation of the lattice in degrees; None draws it uniformly from [0, 360).
     strain : tuple of float or None, default=None
@@ -248,10 +249,16 @@ def make_structure(
     lat = _check_lattice(lattice)
     rng = check_random_state(random_state)
     height, width = _check_field_of_view(field_of_view, lat)
+    angle = rng.uniform(0, 360) if rotation is None else float(rotation)
+    if strain is None:
+        strain = rng.uniform(-max_strain, max_strain, size=3)
     if not (isinstance(margin, numbers.Real) and margin >= 0):
         raise ValueError(f"margin must be a non-negative length in Å; got {margin!r}")
-    if defects == "default":
-        defects = dict(lat.default_defects)
+    strict = defects != "default"
+    if not strict:
+        # the lattice's typical mix per 25.6 x 25.6 Å, Poisson-distributed for this area
+        area = height * width / 25.6**2
+        defects = {k: int(rng.poisson(n * area)) for k, n in lat.default_defects.items()}
     defects = dict(defects or {})
     for kind, count in defects.items():
         if kind not in DEFECT_KINDS:
@@ -295,6 +302,8 @@ def make_structure(
         site = _pick_site(order, xy, alive, planted, scan_origin, (width, height),
                           min_defect_separation, lat.bond_length)
         if site is None:
+            if not strict:
+                break  # the default mix plants what fits
             raise ValueError(
                 f"no room for {len(kinds)} defects {defects} in a {height}x{width} Å field "
                 f"of view with min_defect_separation={min_defect_separation} Å"
@@ -330,7 +339,7 @@ def _check_field_of_view(field_of_view, lat):
         raise ValueError(
             f"field_of_view must be (height, width) in Å; got {field_of_view!r}"
         ) from None
-    smallest = max(lat.a, lat.b)
+    smallest = lat.a  # the primitive lattice constant
     if not (np.isfinite(height) and np.isfinite(width)) or min(height, width) < smallest:
         raise ValueError(
             f"field_of_view={field_of_view!r} Å is smaller than one unit cell of this lattice "

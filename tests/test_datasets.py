@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from sklatom.datasets import draw_label_mask, make_lattice_images
+from sklatom.simulation import AcquisitionModel, MultisliceSimulator
+from sklatom.structures import lattice_classes
+
+
+@pytest.mark.parametrize("lattice", ["graphene", "hBN", "MoS2", "WS2", "SrTiO3-001"])
+def test_images_masks_and_coordinates_agree(lattice):
+    X, y, coords, info = make_lattice_images(2, lattice, shape=(64, 80), pixel_size=0.1,
+                                             return_info=True, random_state=0)
+    assert X.shape == (2, 64, 80) and X.dtype == np.float32
+    assert y.shape == (2, 64, 80) and y.dtype == np.int64
+    assert info.classes == lattice_classes(lattice)
+    for img, mask, c in zip(X, y, coords):
+        assert c.shape[1] == 3 and len(c) > 5
+        assert c[:, 0].min() >= -0.5 and c[:, 0].max() < 63.5
+        assert c[:, 1].min() >= -0.5 and c[:, 1].max() < 79.5
+        # the mask holds each column's class at its centre
+        r, cc = np.round(c[:, 0]).astype(int), np.round(c[:, 1]).astype(int)
+        r, cc = np.clip(r, 0, 63), np.clip(cc, 0, 79)
+        np.testing.assert_array_equal(mask[r, cc], c[:, 2].astype(int))
+        # columns are bright: the image is brighter on the mask than off it
+        assert img[mask > 0].mean() > 2 * img[mask == 0].mean()
+
+
+@pytest.mark.parametrize("lattice", ["graphene", "MoS2"])
+def test_default_dose_gives_good_images(lattice):
+    kwargs = dict(shape=(96, 96), defects=None, random_state=1)
+    X, _, _ = make_lattice_images(1, lattice, **kwargs)
+    clean_acquisition = AcquisitionModel(dose=None, blur=0.15, scan_jitter=0.02)
+    clean, _, _ = make_lattice_images(1, lattice, acquisition=clean_acquisition, **kwargs)
+    # shot noise at the default dose leaves the lattice clearly visible
+    assert np.corrcoef(X[0].ravel(), clean[0].ravel())[0, 1] > 0.85
+    # and it is real shot noise, not the noise-free image
+    assert np.corrcoef(X[0].ravel(), clean[0].ravel())[0, 1] < 0.999
+
+
+def test_same_seed_same_dataset_and_different_seed_differs():
+    a = make_lattice_images(2, "MoS2", shape=(48, 48), random_state=3)
+    b = make_lattice_images(2, "MoS2", shape=(48, 48), random_state=3)
+    c = make_lattice_images(2, "MoS2", shape=(48, 48), random_state=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_lattice_mix_shares_one_class_list_and_labels_map_columns():
+    X, y, coords, info = make_lattice_images(4, ["graphene", "MoS2"], shape=(48, 48),
+                                             return_info=True, random_state=0)
+    assert info.classes[:3] == ["background", "C", "Si"]
+    assert "Mo" in info.classes and "S2" in info.classes
+    assert set(info.lattices) <= {"graphene", "MoS2"}
+    _, y1, c1, info1 = make_lattice_images(1, "MoS2", shape=(48, 48), labels="atoms",
+                                           return_info=True, random_state=0)
+    assert info1.classes == ["background", "atom"] and set(np.unique(y1)) == {0, 1}
+    mapping = {"Mo": "metal", "W": "metal", "S2": "chalcogen", "S": "chalcogen",
+               "SSe": "chalcogen"}
+    _, y2, _, info2 = make_lattice_images(1, "MoS2", shape=(48, 48), labels=mapping,
+                                          return_info=True, random_state=0)
+    assert info2.classes == ["background", "metal", "chalcogen"]
+    with pytest.raises(ValueError, match="no class for the columns"):
+        make_lattice_images(1, "MoS2", shape=(48, 48), labels={"Mo": "metal"})
+
+
+def test_custom_simulator_and_acquisition_are_used():
+    sim = MultisliceSimulator(method="prism", progress=False, pixel_size=0.3)
+    acq = AcquisitionModel(dose=None)
+    X, y, coords = make_lattice_images(1, "graphene", shape=(40, 40), pixel_size=0.2,
+                                       simulator=sim, acquisition=acq, defects=None,
+                                       random_state=0)
+    assert X.shape == (1, 40, 40)
+    # dose=None keeps the noise-free detector fraction (well below 1)
+    assert 0 < X.max() < 0.01
+    assert sim.pixel_size == 0.3  # the caller's simulator is not modified
+
+
+def test_masks_follow_the_distorted_coordinates():
+    acq = AcquisitionModel(dose=None, drift=(0.003, 0.003), random_drift=False)
+    _, y, coords = make_lattice_images(1, "MoS2", shape=(64, 64), acquisition=acq,
+                                       defects=None, random_state=2)
+    r, c = np.round(coords[0][:, :2]).astype(int).T
+    ok = (r >= 0) & (r < 64) & (c >= 0) & (c < 64)
+    assert np.all(y[0][r[ok], c[ok]] > 0)
+
+
+def test_draw_label_mask_disks_and_nearest_column_wins():
+    mask = draw_label_mask((20, 20), np.array([[5.0, 5.0, 1], [5.0, 8.0, 2]]), radius=2.0)
+    assert mask[5, 5] == 1 and mask[5, 8] == 2
+    assert mask[5, 6] == 1 and mask[5, 7] == 2  # split at the midpoint
+    assert mask[10, 10] == 0
+    assert np.sum(mask == 1) < np.pi * 4 + 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_images": 0}, "n_images"),
+        ({"lattice": "diamond"}, "unknown"),
+        ({"lattice": []}, "empty list"),
+        ({"shape": (4, 4)}, "too small"),
+        ({"pixel_size": 5.0}, "pixel_size"),
+        ({"labels": "species"}, "labels must be"),
+    ],
+)
+def test_bad_dataset_requests(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_lattice_images(**{"shape": (32, 32), **kwargs})
