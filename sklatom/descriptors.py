@@ -1,0 +1,498 @@
+"""Shape, intensity and neighbourhood descriptors of the atomic contours of probability maps.
+
+:class:`ContourDescriptor` segments each probability map ``(n_classes, height, width)`` (class 0 =
+background) into "atomic contours" -- connected regions where the foreground probability
+``1 - P[0]`` reaches a threshold -- and describes every contour by one row of numbers: its shape
+(area, perimeter, axes, orientation, eccentricity, solidity, Hu moments, measured by
+:func:`skimage.measure.regionprops_table`), the intensity inside it, and its neighbourhood
+(nearest-neighbour distances, neighbour count, bond-orientational order ``|psi_n|``). The table
+feeds scikit-learn's scalers, clusterers and outlier detectors directly.
+"""
+
+import numbers
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from scipy.spatial import cKDTree
+from skimage.measure import label as _label
+from skimage.measure import regionprops_table
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_image_batch, check_pixel_size
+
+__all__ = ["ContourDescriptor"]
+
+_SUM_TOL = 1e-3
+_OUTPUTS = ("default", "pandas")
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+def _split_input(X, images):
+    """Separate ``X = (P, images)`` tuples from plain probability maps (as PeakFinder does)."""
+    if (isinstance(X, tuple) and len(X) == 2
+            and (isinstance(X[0], list) or np.ndim(X[0]) == 4)):
+        if images is not None:
+            raise ValueError(
+                "images were given twice: as the second element of the tuple X = (P, images) and "
+                "as the images keyword; give them once")
+        return X[0], X[1]
+    return X, images
+
+
+def _check_maps(P, name="P"):
+    maps = check_image_batch(P, name=name, ndim=3, dtype=np.float64)
+    n_classes = maps[0].shape[0]
+    for i, p in enumerate(maps):
+        if p.shape[0] != n_classes:
+            raise ValueError(
+                f"{name}[{i}] has {p.shape[0]} classes but {name}[0] has {n_classes}; all maps "
+                f"must have the same number of classes")
+    if n_classes < 2:
+        raise ValueError(
+            f"{name} must have at least 2 classes (background and one atom class) on axis 1; "
+            f"got {n_classes}")
+    for i, p in enumerate(maps):
+        s = p.sum(axis=0)
+        lo, hi = float(s.min()), float(s.max())
+        if lo < 1 - _SUM_TOL or hi > 1 + _SUM_TOL:
+            raise ValueError(
+                f"{name}[{i}]: probability maps must sum to 1 over the class axis (tolerance "
+                f"{_SUM_TOL:g}); got sums between {lo:.6g} and {hi:.6g}. Pass softmax "
+                f"probabilities of shape (n_images, n_classes, height, width), class 0 = "
+                f"background")
+    return maps
+
+
+def _check_images(images, maps):
+    items = check_image_batch(images, name="images", ndim=2, dtype=np.float64)
+    if len(items) != len(maps):
+        raise ValueError(
+            f"images holds {len(items)} images but P holds {len(maps)} maps; expected one image "
+            f"per map")
+    for i, (im, p) in enumerate(zip(items, maps)):
+        if im.shape != p.shape[1:]:
+            raise ValueError(
+                f"images[{i}] has shape {im.shape} but P[{i}] has height and width "
+                f"{p.shape[1:]}; they must agree")
+    return items
+
+
+def _check_params(threshold, pixel_size, order, n_neighbors, neighbor_radius, exclude_border):
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number in (0, 1); got {threshold!r}")
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be strictly between 0 and 1; got {threshold!r}")
+    ps = check_pixel_size(pixel_size, "pixel_size", allow_none=True)
+    for name, value in (("order", order), ("n_neighbors", n_neighbors)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    if neighbor_radius is not None:
+        if (isinstance(neighbor_radius, bool) or not isinstance(neighbor_radius, numbers.Real)
+                or not np.isfinite(neighbor_radius) or neighbor_radius <= 0):
+            raise ValueError(
+                f"neighbor_radius must be None or a positive length (Å if pixel_size is given, "
+                f"else px); got {neighbor_radius!r}")
+    if not isinstance(exclude_border, (bool, np.bool_)):
+        if not isinstance(exclude_border, numbers.Integral) or exclude_border < 0:
+            raise ValueError(
+                f"exclude_border must be True, False or an integer number of pixels >= 0; got "
+                f"{exclude_border!r}")
+    return ps
+
+
+# --------------------------------------------------------------------------------------------
+# feature names and computation
+# --------------------------------------------------------------------------------------------
+def _feature_names(pixel_size, order, include_coordinates):
+    length = "A" if pixel_size is not None else "px"
+    names = ["row", "col", "class"] if include_coordinates else []
+    names += [
+        f"area_{length}2",
+        f"perimeter_{length}",
+        f"equivalent_diameter_{length}",
+        f"major_axis_length_{length}",
+        f"minor_axis_length_{length}",
+        "eccentricity",
+        "orientation_deg",
+        "orientation_cos2",
+        "orientation_sin2",
+        "solidity",
+        "intensity_mean",
+        "intensity_max",
+        "intensity_min",
+        "intensity_std",
+        *[f"hu_{k}" for k in range(7)],
+        f"nn_distance_{length}",
+        f"nn_mean_distance_{length}",
+        "n_neighbors_within",
+        f"psi{order}",
+    ]
+    return names
+
+
+def _border_mask(labels, margin):
+    """Labels (as a boolean array indexed by label) of regions within ``margin`` px of an edge."""
+    h, w = labels.shape
+    m = int(margin)
+    edge = np.zeros((h, w), dtype=bool)
+    edge[:m + 1, :] = edge[-(m + 1):, :] = True
+    edge[:, :m + 1] = edge[:, -(m + 1):] = True
+    touching = np.zeros(labels.max() + 1, dtype=bool)
+    touching[np.unique(labels[edge])] = True
+    touching[0] = False
+    return touching
+
+
+def _neighbourhood(centres, order, n_neighbors, radius_px):
+    """Nearest-neighbour distances, neighbour count and ``|psi_order|`` of each centre (px)."""
+    n = len(centres)
+    nan = np.full(n, np.nan)
+    if n < 2:
+        return nan, nan.copy(), np.zeros(n), nan.copy()
+    tree = cKDTree(centres)
+    k = min(max(n_neighbors, order) + 1, n)
+    dist, idx = tree.query(centres, k=k)
+    dist, idx = dist[:, 1:], idx[:, 1:]  # drop the centre itself
+    nn1 = dist[:, 0]
+    nn_mean = dist[:, :n_neighbors].mean(axis=1)
+    if radius_px is None:
+        radius_px = 1.25 * float(np.median(nn1))
+    counts = np.array([len(v) - 1 for v in tree.query_ball_point(centres, radius_px)], float)
+    d = centres[idx[:, :order]] - centres[:, None, :]
+    # angle counter-clockwise from the +col axis as displayed (rows point down)
+    theta = np.arctan2(-d[..., 0], d[..., 1])
+    psi = np.abs(np.exp(1j * order * theta).mean(axis=1))
+    return nn1, nn_mean, counts, psi
+
+
+def _describe_one(p, image, threshold, pixel_size, order, n_neighbors, neighbor_radius,
+                  exclude_border, include_coordinates):
+    """Rows of the feature table for one map ``p`` (n_classes, H, W)."""
+    n_classes = p.shape[0]
+    fg = 1.0 - p[0]
+    labels = _label(fg >= threshold, connectivity=2)
+    n_cols = len(_feature_names(pixel_size, order, include_coordinates))
+    if labels.max() == 0:
+        return np.empty((0, n_cols))
+    intensity = fg if image is None else image
+    # channels: intensity for the statistics, fg (> 0 on every contour) for the weighted centroid
+    stack = np.stack([intensity, fg], axis=-1)
+    props = regionprops_table(
+        labels, intensity_image=stack,
+        properties=("label", "area", "perimeter", "equivalent_diameter_area",
+                    "axis_major_length", "axis_minor_length", "eccentricity", "orientation",
+                    "solidity", "intensity_mean", "intensity_max", "intensity_min",
+                    "intensity_std", "moments_hu", "centroid_weighted"))
+    centres = np.column_stack([props["centroid_weighted-0-1"], props["centroid_weighted-1-1"]])
+    # mean probability of each foreground class over each contour (labels are 1..n, no gaps)
+    n_regions = int(labels.max())
+    flat = labels.ravel()
+    sizes = np.bincount(flat, minlength=n_regions + 1)[1:]
+    class_sums = np.stack([np.bincount(flat, weights=p[c].ravel(), minlength=n_regions + 1)[1:]
+                           for c in range(1, n_classes)], axis=1)
+    klass = 1.0 + np.argmax(class_sums / sizes[:, None], axis=1)
+    klass = klass[props["label"] - 1]
+    s = 1.0 if pixel_size is None else pixel_size
+    radius_px = None if neighbor_radius is None else neighbor_radius / s
+    nn1, nn_mean, counts, psi = _neighbourhood(centres, order, n_neighbors, radius_px)
+    # skimage: angle between the row axis and the major axis in [-pi/2, pi/2]; we return the
+    # angle from the +col axis, counter-clockwise as displayed, in [-90, 90) degrees.
+    phi = np.rad2deg(props["orientation"]) + 90.0
+    phi = np.where(phi >= 90.0, phi - 180.0, phi)
+    cols = []
+    if include_coordinates:
+        cols += [centres[:, 0], centres[:, 1], klass]
+    cols += [
+        props["area"] * s * s,
+        props["perimeter"] * s,
+        props["equivalent_diameter_area"] * s,
+        props["axis_major_length"] * s,
+        props["axis_minor_length"] * s,
+        props["eccentricity"],
+        phi,
+        np.cos(np.deg2rad(2 * phi)),
+        np.sin(np.deg2rad(2 * phi)),
+        props["solidity"],
+        props["intensity_mean-0"],
+        props["intensity_max-0"],
+        props["intensity_min-0"],
+        props["intensity_std-0"],
+        *[props[f"moments_hu-{k}"] for k in range(7)],
+        nn1 * s,
+        nn_mean * s,
+        counts,
+        psi,
+    ]
+    table = np.column_stack(cols).astype(np.float64)
+    if exclude_border is not False:
+        margin = 0 if exclude_border is True else int(exclude_border)
+        keep = ~_border_mask(labels, margin)[props["label"]]
+        table = table[keep]
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# estimator
+# --------------------------------------------------------------------------------------------
+class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Describe each atomic contour of probability maps by shape, intensity and neighbourhood.
+
+    A contour is a connected region (8-connectivity, :func:`skimage.measure.label`) of pixels
+    whose foreground probability ``1 - P[0]`` is at least ``threshold``. Each contour gives one row
+    of a feature table; the rows of all images are stacked, image by image, in the order of
+    their labels (raster order of each contour's first pixel).
+
+    Parameters
+    ----------
+    threshold : float, default=0.5
+        Foreground probability (in (0, 1)) at and above which a pixel belongs to a contour.
+    pixel_size : float or None, default=None
+        Pixel size in Å/px. When given, lengths are in Å and areas in Å² (feature names end in
+        ``_A`` / ``_A2``); when None, in px and px² (names end in ``_px`` / ``_px2``).
+    order : int, default=6
+        Symmetry order ``n`` of the bond-orientational order ``|psi_n|``: 6 for hexagonal
+        (triangular) lattices, 4 for square ones, 3 for honeycomb ones (graphene, hBN, MoS2).
+        ``psi_n`` is computed over the ``order`` nearest contours of each contour.
+    n_neighbors : int, default=3
+        Number of nearest contours averaged in ``nn_mean_distance``.
+    neighbor_radius : float or None, default=None
+        Radius (Å if ``pixel_size`` is given, else px) within which ``n_neighbors_within``
+        counts the other contours. None uses 1.25 times the median nearest-neighbour distance of
+        each image.
+    exclude_border : bool or int, default=True
+        Drop the rows of contours cut by the image border (their shape is truncated): True drops
+        contours touching the outermost pixel, an integer ``m`` those with a pixel within ``m``
+        px of it, False keeps all. Dropped contours still count as neighbours of the others.
+    include_coordinates : bool, default=True
+        Make the first three columns ``row``, ``col`` (px, probability-weighted centroid, pixel
+        centres at integers) and ``class`` (index >= 1 of the foreground class with the largest
+        mean probability over the contour), so that rows can be joined back to coordinates.
+        Set to False to keep positions out of the features, e.g. in front of a scaler and an
+        outlier detector.
+    n_jobs : int or None, default=None
+        Number of joblib jobs for the loop over images.
+
+    Attributes
+    ----------
+    n_classes_ : int
+        Number of classes (including the background) of the maps seen in ``fit``.
+    feature_names_out_ : ndarray of str
+        Names of the output columns, see :meth:`get_feature_names_out`.
+    n_features_out_ : int
+        Number of output columns.
+
+    See Also
+    --------
+    sklatom.peaks.PeakFinder : Atom positions from the same maps.
+    skimage.measure.regionprops_table : The shape measures used here.
+
+    Notes
+    -----
+    **Input.** ``P`` is an ndarray ``(n_images, n_classes, height, width)`` or a list of
+    ``(n_classes, height, width)`` arrays (sizes may differ), summing to 1 over the class axis
+    (tolerance 1e-3), class 0 = background, at least 2 classes. Raw images, for the intensity
+    statistics, are given as ``transform(P, images=images)`` or as ``X = (P, images)``, a 2-tuple
+    whose first element is a 4-D array or a list (the convention of
+    :class:`~sklatom.peaks.PeakFinder`, so that an upstream Pipeline step can hand images
+    through). Without images the intensity statistics are those of ``1 - P[0]``.
+
+    **Output.** A float64 array ``(n_contours_total, n_features)``; with
+    ``set_output(transform="pandas")`` (or the global ``transform_output="pandas"``), a
+    DataFrame with the same columns and a MultiIndex ``(image, atom)``: the image index and the
+    contour's index within that image. Maps without any contour give a table with 0 rows and all
+    columns. Columns, in order (``L`` = ``A`` or ``px``):
+
+    - ``row``, ``col``, ``class`` (only if ``include_coordinates``): position in px, class index.
+    - ``area_L2``, ``perimeter_L``, ``equivalent_diameter_L`` (diameter of the disk of the same
+      area), ``major_axis_length_L``, ``minor_axis_length_L`` (of the ellipse with the same
+      second moments), ``eccentricity`` (0 for a disk), ``solidity`` (area / convex area): from
+      :func:`skimage.measure.regionprops_table` on the binary contour.
+    - ``orientation_deg``: angle of the major axis from the +col axis (pointing right),
+      counter-clockwise as the image is displayed (rows pointing down), in [-90, 90) degrees.
+      It is skimage's ``orientation`` (angle between the row axis and the major axis) plus
+      90°, wrapped. ``orientation_cos2``, ``orientation_sin2`` are cos and sin of twice that
+      angle, a continuous encoding for clustering (the angle itself jumps at ±90°).
+    - ``intensity_mean``, ``intensity_max``, ``intensity_min``, ``intensity_std`` of the image
+      (or of ``1 - P[0]``) over the contour.
+    - ``hu_0`` ... ``hu_6``: Hu's moment invariants of the binary contour (raw, not log-scaled).
+    - ``nn_distance_L``: distance to the nearest other contour centre; ``nn_mean_distance_L``:
+      mean distance to the ``n_neighbors`` nearest; ``n_neighbors_within``: number of contours
+      within ``neighbor_radius``; ``psi{order}``: ``|mean_j exp(i order theta_j)|`` over the
+      ``order`` nearest contours, theta_j the bond angle (1 = perfect n-fold order). Neighbours
+      are searched among all contours of the same image, including those dropped by
+      ``exclude_border``. With fewer than 2 contours in an image, the distances and ``psi`` are
+      NaN and the count is 0; with fewer than ``order`` + 1, ``psi`` uses those available.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklatom.descriptors import ContourDescriptor
+    >>> rr, cc = np.mgrid[:40, :40]
+    >>> fg = np.where((rr - 20) ** 2 + (cc - 20) ** 2 <= 36, 0.9, 0.05)   # a disk of radius 6 px
+    >>> P = np.stack([1 - fg, fg])[np.newaxis]                          # (1, 2, 40, 40)
+    >>> desc = ContourDescriptor(pixel_size=0.1).fit(P)
+    >>> table = desc.transform(P)
+    >>> table.shape
+    (1, 28)
+    >>> names = list(desc.get_feature_names_out())
+    >>> round(float(table[0, names.index("area_A2")]), 2)     # 113 px of 0.01 Å^2
+    1.13
+    >>> df = desc.set_output(transform="pandas").transform(P)
+    >>> df.index.names
+    FrozenList(['image', 'atom'])
+    >>> df[["row", "col", "class"]].round(3).to_numpy().tolist()
+    [[20.0, 20.0, 1.0]]
+    """
+
+    def __init__(self, threshold=0.5, pixel_size=None, order=6, n_neighbors=3,
+                 neighbor_radius=None, exclude_border=True, include_coordinates=True,
+                 n_jobs=None):
+        self.threshold = threshold
+        self.pixel_size = pixel_size
+        self.order = order
+        self.n_neighbors = n_neighbors
+        self.neighbor_radius = neighbor_radius
+        self.exclude_border = exclude_border
+        self.include_coordinates = include_coordinates
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def _check_all_params(self):
+        if not isinstance(self.include_coordinates, (bool, np.bool_)):
+            raise TypeError(
+                f"include_coordinates must be True or False; got {self.include_coordinates!r}")
+        return _check_params(self.threshold, self.pixel_size, self.order, self.n_neighbors,
+                             self.neighbor_radius, self.exclude_border)
+
+    def set_output(self, *, transform=None):
+        """Choose the output container of :meth:`transform` and :meth:`fit_transform`.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas"} or None, default=None
+            ``"default"``: a float64 ndarray; ``"pandas"``: a DataFrame with the columns of
+            :meth:`get_feature_names_out` and a MultiIndex ``(image, atom)``; None: unchanged.
+
+        Returns
+        -------
+        self : ContourDescriptor
+            The estimator.
+        """
+        if transform is None:
+            return self
+        if transform not in _OUTPUTS:
+            raise ValueError(f"transform must be one of {_OUTPUTS} or None; got {transform!r}")
+        if not hasattr(self, "_sklearn_output_config"):
+            self._sklearn_output_config = {}
+        self._sklearn_output_config["transform"] = transform
+        return self
+
+    def fit(self, P, y=None, images=None):
+        """Check the parameters and the maps; remember the number of classes and the columns.
+
+        Parameters
+        ----------
+        P : ndarray of shape (n_images, n_classes, height, width) or list of ndarray
+            Probability maps (class 0 = background), or a tuple ``(P, images)``.
+        y : None
+            Ignored.
+        images : ndarray of shape (n_images, height, width) or list of ndarray, default=None
+            Ignored in ``fit``; accepted so that fit and transform take the same arguments.
+
+        Returns
+        -------
+        self : ContourDescriptor
+            The fitted descriptor.
+        """
+        ps = self._check_all_params()
+        P, images = _split_input(P, images)
+        maps = _check_maps(P)
+        if images is not None:
+            _check_images(images, maps)
+        self.n_classes_ = maps[0].shape[0]
+        self.feature_names_out_ = np.asarray(
+            _feature_names(ps, self.order, self.include_coordinates), dtype=object)
+        self.n_features_out_ = len(self.feature_names_out_)
+        return self
+
+    def transform(self, P, images=None):
+        """Describe every contour of every map.
+
+        Parameters
+        ----------
+        P : ndarray of shape (n_images, n_classes, height, width) or list of ndarray
+            Probability maps summing to 1 over the class axis, class 0 = background; or a tuple
+            ``(P, images)``.
+        images : ndarray of shape (n_images, height, width) or list of ndarray, default=None
+            Raw intensities for the ``intensity_*`` columns; if None (and not in ``P``), they
+            are computed on ``1 - P[0]``.
+
+        Returns
+        -------
+        table : ndarray of shape (n_contours_total, n_features) or DataFrame
+            One row per contour, images stacked in order; a DataFrame indexed by
+            ``(image, atom)`` when the output is set to pandas. 0 rows if no map has a contour.
+        """
+        check_is_fitted(self, "n_classes_")
+        ps = self._check_all_params()
+        P, images = _split_input(P, images)
+        maps = _check_maps(P)
+        if maps[0].shape[0] != self.n_classes_:
+            raise ValueError(
+                f"P has {maps[0].shape[0]} classes but this ContourDescriptor was fitted on maps "
+                f"with {self.n_classes_} classes")
+        names = _feature_names(ps, self.order, self.include_coordinates)
+        if list(names) != list(self.feature_names_out_):
+            raise ValueError(
+                "pixel_size, order or include_coordinates changed since fit, which changes the "
+                "output columns; fit again")
+        imgs = _check_images(images, maps) if images is not None else [None] * len(maps)
+        args = (self.threshold, ps, self.order, self.n_neighbors, self.neighbor_radius,
+                self.exclude_border, self.include_coordinates)
+        if self.n_jobs in (None, 1) or len(maps) == 1:
+            tables = [_describe_one(p, im, *args) for p, im in zip(maps, imgs)]
+        else:
+            tables = Parallel(n_jobs=self.n_jobs)(
+                delayed(_describe_one)(p, im, *args) for p, im in zip(maps, imgs))
+        table = np.concatenate(tables, axis=0) if tables else np.empty((0, len(names)))
+        dense = _get_output_config("transform", self)["dense"]
+        if dense == "default":
+            return table
+        if dense != "pandas":
+            raise ValueError(
+                f"ContourDescriptor supports the output containers {_OUTPUTS}; got {dense!r}")
+        index = pd.MultiIndex.from_arrays(
+            [np.repeat(np.arange(len(tables)), [len(t) for t in tables]),
+             np.concatenate([np.arange(len(t)) for t in tables])],
+            names=["image", "atom"])
+        return pd.DataFrame(table, columns=list(names), index=index)
+
+    def fit_transform(self, P, y=None, images=None):
+        """Fit, then transform; see :meth:`fit` and :meth:`transform`."""
+        return self.fit(P, y, images=images).transform(P, images=images)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns (units in the suffix: ``_A``, ``_A2``, ``_px``, ``_px2``).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (the input is images, which have no feature names).
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            See the Notes of the class for their meaning.
+        """
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_.copy()
