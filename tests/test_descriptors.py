@@ -486,3 +486,27 @@ def test_pipeline_isolation_forest_finds_planted_anomalies():
     top = np.argsort(scores)[:k]
     recall = is_planted[top].sum() / k
     assert recall >= 0.8, f"recall of planted anomalies among the top {k}: {recall:.2f}"
+
+
+def test_pandas_through_a_pipeline_and_pickle(tmp_path):
+    import joblib
+
+    P = _maps_from_binary(_disks((60, 60), _hex_points((60, 60), 12.0, (8, 8)), 3.0))
+    pipe = make_pipeline(ContourDescriptor(include_coordinates=False, pixel_size=0.2),
+                         StandardScaler()).set_output(transform="pandas")
+    out = pipe.fit_transform(P)
+    assert isinstance(out, pd.DataFrame)
+    assert out.index.names == ["image", "atom"]
+    assert list(out.columns) == list(pipe.get_feature_names_out())
+    assert "area_A2" in out.columns and "row" not in out.columns
+    path = tmp_path / "pipe.joblib"
+    joblib.dump(pipe, path)
+    np.testing.assert_array_equal(joblib.load(path).transform(P).to_numpy(), out.to_numpy())
+
+
+def test_n_jobs_gives_the_same_table():
+    P = np.concatenate([_maps_from_binary(_disks((40, 40), [(10, 10), (25, 28)], 3)),
+                        _maps_from_binary(_disks((40, 40), [(15, 12), (30, 20), (12, 30)], 4))])
+    serial = ContourDescriptor().fit_transform(P)
+    parallel = ContourDescriptor(n_jobs=2).fit_transform(P)
+    np.testing.assert_array_equal(serial, parallel)
