@@ -139,7 +139,7 @@ def _split_input(X, images):
 # --------------------------------------------------------------------------------------------
 def _components(p, thresholds, min_area):
     """Threshold + connected components + probability-weighted centre of mass, per class."""
-    H, W = p.shape[1:]
+    W = p.shape[2]
     out_pos, out_cls, out_conf, out_border = [], [], [], []
     for c in range(1, p.shape[0]):
         pc = p[c]
