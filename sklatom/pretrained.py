@@ -1,0 +1,75 @@
+"""Pretrained segmentation models that ship inside the package.
+
+Each model is a single ``.safetensors`` file in ``sklatom/models`` (weights plus a JSON
+configuration; loading executes no code) made by ``scripts/train_pretrained.py``. Its model card
+(training data, pixel size, held-out metrics) is ``docs/model_card.rst``.
+
+=========== ================================================================================
+name        what it finds
+=========== ================================================================================
+"general"   atomic columns of graphene, hBN, MoS2, WS2 and SrTiO3 [001] (and lattices like
+            them) in HAADF images, in two Z-contrast classes: ``"light"`` (the lighter
+            columns: C, B, N, S2, O) and ``"heavy"`` (the heavier ones: Si dopants in
+            graphene, Mo/W, Sr and Ti-O columns). Trained at 0.1 Å/px.
+=========== ================================================================================
+"""
+
+from importlib import resources
+
+__all__ = ["load_pretrained", "PRETRAINED", "GENERAL_LABELS"]
+
+#: Column name -> class of the general model (background is class 0).
+GENERAL_LABELS = {
+    # graphene and hBN: light columns; Si (and other heavier dopants) heavy
+    "C": "light", "Si": "heavy", "B": "light", "N": "light",
+    # transition-metal dichalcogenides: metal columns heavy, chalcogen columns light
+    "Mo": "heavy", "W": "heavy", "S2": "light", "S": "light", "SSe": "light",
+    # perovskite [001]: cation columns heavy, pure-oxygen columns light
+    "Sr": "heavy", "OTi": "heavy", "O": "light",
+}
+
+#: Shipped models: name -> (file in sklatom/models, one-line description).
+PRETRAINED = {
+    "general": ("general.safetensors",
+                "light/heavy atomic columns in HAADF images of 2-D materials and a perovskite "
+                "zone axis, 0.1 Å/px"),
+}
+
+
+def load_pretrained(name="general", device="auto"):
+    """Load a pretrained :class:`~sklatom.segmentation.FCNSegmenter`.
+
+    Parameters
+    ----------
+    name : str, default="general"
+        A key of :data:`PRETRAINED`.
+    device : str, default="auto"
+        Torch device for inference: "auto" uses a GPU when present, else the CPU.
+
+    Returns
+    -------
+    segmenter : FCNSegmenter
+        Fitted: ``classes_``, ``pixel_size_`` (the training sampling, Å/px). Set its
+        ``pixel_size`` parameter to the sampling of your images (0.05 to 0.3 Å/px) and it
+        rescales them for you.
+
+    Examples
+    --------
+    >>> seg = load_pretrained()
+    >>> seg.classes_, seg.pixel_size_
+    (['background', 'light', 'heavy'], 0.1)
+    """
+    from .segmentation import FCNSegmenter
+
+    if name not in PRETRAINED:
+        raise ValueError(f"no pretrained model named {name!r}; available: {sorted(PRETRAINED)}")
+    filename, _ = PRETRAINED[name]
+    path = resources.files("sklatom") / "models" / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the pretrained model file {filename} is missing from this installation "
+            f"({path}); rebuild it with scripts/train_pretrained.py --name {name}"
+        )
+    with resources.as_file(path) as real_path:
+        segmenter = FCNSegmenter.load(str(real_path), device=device)
+    return segmenter
