@@ -313,3 +313,18 @@ def test_sklearn_contract():
                   check_no_attributes_set_in_init, check_parameters_default_constructible,
                   check_mixin_order):
         check(name, PeakFinder())
+
+
+def test_pickle_round_trip_and_tuple_of_lists(tmp_path):
+    import joblib
+
+    pos, image, P = gaussian_columns(shape=(48, 48), n=8, seed=2)
+    finder = PeakFinder(refine="gaussian").fit(P)
+    path = tmp_path / "finder.joblib"
+    joblib.dump(finder, path)
+    loaded = joblib.load(path)
+    expected = finder.transform(P, images=image[np.newaxis])
+    # a tuple of lists (maps and images of varying sizes) is accepted as X as well
+    got = loaded.transform(([P[0]], [image]))
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert loaded.get_params() == finder.get_params() and loaded.n_classes_ == 2
