@@ -1,0 +1,107 @@
+"""The estimators composed as scikit-learn pipelines: tuning, cross-validation, persistence."""
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+from sklearn.pipeline import Pipeline
+
+from sklatom.datasets import make_lattice_images
+from sklatom.metrics import make_atom_scorer
+from sklatom.peaks import PeakFinder
+from sklatom.segmentation import FCNSegmenter
+
+PIXEL = 0.1
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny networks run fastest on one thread on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mixed_images():
+    """Small MoS2 and graphene images with one 'atom' class, and their lattice groups."""
+    Xa, ya, _ = make_lattice_images(4, "MoS2", shape=(64, 64), labels="atoms", random_state=0)
+    Xb, yb, _ = make_lattice_images(4, "hBN", shape=(64, 64), labels="atoms", random_state=1)
+    X, y = np.concatenate([Xa, Xb]), np.concatenate([ya, yb])
+    groups = np.array(["MoS2"] * 4 + ["hBN"] * 4)
+    return X, y, groups
+
+
+def _tiny_segmenter(**params):
+    defaults = dict(module__depth=2, module__base_filters=4, module__dropout=0.0,
+                    patch_size=32, patches_per_epoch=64, batch_size=8, max_epochs=4, lr=1e-2,
+                    validation_fraction=None, classes=["background", "atom"],
+                    training_pixel_size=PIXEL, verbose=0, random_state=0)
+    defaults.update(params)
+    return FCNSegmenter(**defaults)
+
+
+def test_grid_search_tunes_network_and_peak_threshold_with_atom_f1(mixed_images, tmp_path):
+    X, y, _ = mixed_images
+    pipe = Pipeline([("segment", _tiny_segmenter()), ("peaks", PeakFinder())],
+                    memory=str(tmp_path))
+    grid = GridSearchCV(
+        pipe,
+        {"segment__module__base_filters": [2, 8], "peaks__threshold": [0.5, 0.999]},
+        scoring=make_atom_scorer(tolerance=0.5, pixel_size=PIXEL),
+        cv=2,
+    )
+    grid.fit(X, y)
+    scores = grid.cv_results_["mean_test_score"]
+    assert grid.best_params_["peaks__threshold"] == 0.5
+    assert scores.max() > scores.min() + 0.3
+    assert grid.best_score_ > 0.5
+    # the refitted best pipeline finds atoms on the training images
+    found = grid.best_estimator_.transform(X[:2])
+    assert all(len(f) > 10 for f in found)
+
+
+def test_pipeline_memory_does_not_retrain_the_network_for_new_peak_settings(mixed_images,
+                                                                              tmp_path):
+    X, y, _ = mixed_images
+    pipe = Pipeline([("segment", _tiny_segmenter()), ("peaks", PeakFinder(threshold=0.5))],
+                    memory=str(tmp_path))
+    pipe.fit(X[:4], y[:4])
+    weights = {k: v.clone() for k, v in pipe.named_steps["segment"].net_.module_.state_dict()
+               .items()}
+    cached = sorted(tmp_path.rglob("output.pkl"))
+    assert len(cached) == 1  # the fitted segmenter and its output
+    pipe.set_params(peaks__threshold=0.8).fit(X[:4], y[:4])
+    assert sorted(tmp_path.rglob("output.pkl")) == cached  # served from the cache
+    for k, v in pipe.named_steps["segment"].net_.module_.state_dict().items():
+        assert torch.equal(v, weights[k])
+    # a network setting does retrain
+    pipe.set_params(segment__lr=5e-3).fit(X[:4], y[:4])
+    assert len(sorted(tmp_path.rglob("output.pkl"))) == 2
+
+
+def test_cross_validation_grouped_by_lattice_reports_f1_and_rmse(mixed_images):
+    X, y, groups = mixed_images
+    pipe = Pipeline([("segment", _tiny_segmenter(max_epochs=6)), ("peaks", PeakFinder())])
+    result = cross_validate(
+        pipe, X, y, groups=groups, cv=GroupKFold(n_splits=2),
+        scoring={"f1": make_atom_scorer(tolerance=0.5, pixel_size=PIXEL),
+                 "rmse": make_atom_scorer("rmse", tolerance=0.5, pixel_size=PIXEL)},
+    )
+    f1, rmse = result["test_f1"], -result["test_rmse"]
+    assert f1.shape == (2,) and rmse.shape == (2,)
+    # trained on one lattice, tested on the other: the network still finds most atoms
+    assert np.all(f1 > 0.5), f1
+    assert np.all((rmse > 0) & (rmse < 0.25)), rmse  # Å
+
+
+def test_fitted_pipeline_round_trips_through_joblib(mixed_images, tmp_path):
+    X, y, _ = mixed_images
+    pipe = Pipeline([("segment", _tiny_segmenter()), ("peaks", PeakFinder())]).fit(X, y)
+    before = pipe.transform(X[:2])
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    after = joblib.load(tmp_path / "pipe.joblib").transform(X[:2])
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
