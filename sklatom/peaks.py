@@ -10,12 +10,12 @@ returns a confidence per atom.
 import numbers
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_image_batch
 
@@ -523,6 +523,8 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         unrefined position. About 10^4 atoms/s.
     refine_radius : int, default=3
         Half-size of the refinement window in pixels.
+    n_jobs : int or None, default=None
+        Images processed in parallel with joblib (None = 1); results equal ``n_jobs=1``.
 
     Attributes
     ----------
@@ -543,7 +545,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     **Raw images for refinement.** Give them as ``transform(P, images=images)``, or pass
     ``X = (P, images)``, a 2-tuple whose first element is a 4-D array or a list: this is what an
     upstream step in a :class:`~sklearn.pipeline.Pipeline` emits to hand the images through
-    (e.g. a segmenter with ``passthrough_images=True``). ``images`` is ``(n_images, height,
+    (:class:`~sklatom.segmentation.FCNSegmenter` with ``passthrough_images=True``). ``images`` is ``(n_images, height,
     width)`` or a list of 2-D arrays matching the maps. Without images, ``refine`` works on the
     foreground probability ``1 - P[0]``.
 
@@ -566,7 +568,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def __init__(self, method="components", threshold=0.5, min_distance=2, min_area=1,
                  merge_distance=None, edge_margin=0, exclude_edges=False, refine=None,
-                 refine_radius=3):
+                 refine_radius=3, n_jobs=None):
         self.method = method
         self.threshold = threshold
         self.min_distance = min_distance
@@ -576,9 +578,11 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.exclude_edges = exclude_edges
         self.refine = refine
         self.refine_radius = refine_radius
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # stateless: transform works on any maps, fitted or not
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         return tags
@@ -634,23 +638,25 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         confidence : list of ndarray of shape (k_i,)
             Only if ``return_confidence`` is True.
         """
-        check_is_fitted(self, "n_classes_")
         self._check_all_params()
         P, images = _split_input(P, images)
         maps = _check_maps(P)
-        if maps[0].shape[0] != self.n_classes_:
+        n_classes = maps[0].shape[0]
+        if hasattr(self, "n_classes_") and n_classes != self.n_classes_:
             raise ValueError(
-                f"P has {maps[0].shape[0]} classes but this PeakFinder was fitted on maps with "
+                f"P has {n_classes} classes but this PeakFinder was fitted on maps with "
                 f"{self.n_classes_} classes")
         imgs = _check_images(images, maps) if images is not None else [None] * len(maps)
-        thresholds = _class_thresholds(self.threshold, self.n_classes_)
-        coords, conf = [], []
-        for p, img in zip(maps, imgs):
-            c, s = _find_peaks_checked(p, img, thresholds, self.method, self.min_distance,
-                                       self.min_area, self.merge_distance, self.edge_margin,
-                                       self.exclude_edges, self.refine, self.refine_radius)
-            coords.append(c)
-            conf.append(s)
+        thresholds = _class_thresholds(self.threshold, n_classes)
+        args = (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
+                self.edge_margin, self.exclude_edges, self.refine, self.refine_radius)
+        if self.n_jobs in (None, 1) or len(maps) == 1:
+            found = [_find_peaks_checked(p, img, *args) for p, img in zip(maps, imgs)]
+        else:
+            found = Parallel(n_jobs=self.n_jobs)(
+                delayed(_find_peaks_checked)(p, img, *args) for p, img in zip(maps, imgs))
+        coords = [c for c, _ in found]
+        conf = [s for _, s in found]
         if return_confidence:
             return coords, conf
         return coords

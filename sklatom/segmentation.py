@@ -277,6 +277,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Torch device; "auto" picks "cuda" when available, else "cpu".
     verbose : int, default=1
         0: silent; 1: a table of losses per epoch; 2: also a progress bar.
+    passthrough_images : bool, default=False
+        Make :meth:`transform` return ``(proba, X)`` so that the next step of a pipeline also
+        gets the raw images (for sub-pixel refinement on intensities or intensity
+        descriptors).
     random_state : int, RandomState instance, Generator or None, default=None
         Seeds the weight initialisation, the patch sampling, the augmentation, the validation
         split and dropout; two fits with the same int give identical weights (on the CPU).
@@ -352,6 +356,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         tile_overlap="auto",
         device="auto",
         verbose=1,
+        passthrough_images=False,
         random_state=None,
     ):
         self.module__depth = module__depth
@@ -378,6 +383,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.tile_overlap = tile_overlap
         self.device = device
         self.verbose = verbose
+        self.passthrough_images = passthrough_images
         self.random_state = random_state
 
     # ----------------------------------------------------------------------------------------
@@ -721,7 +727,7 @@ ndarray of shape (n_classes, height_i, width_i)
         return stack_if_same_shape(self._proba_items(X))
 
     def transform(self, X):
-        """Per-pixel class probabilities; the same as :meth:`predict_proba`.
+        """Per-pixel class probabilities; :meth:`predict_proba`, plus the images on request.
 
         Parameters
         ----------
@@ -732,9 +738,12 @@ ndarray of shape (n_classes, height_i, width_i)
         -------
         proba : ndarray of shape (n_images, n_classes, height, width), float32, or list of \
 ndarray of shape (n_classes, height_i, width_i)
-            Probability maps; class 0 is the background.
+            Probability maps; class 0 is the background. With ``passthrough_images=True`` the
+            tuple ``(proba, X)``, which :class:`~sklatom.peaks.PeakFinder` (``refine``) and
+            :class:`~sklatom.descriptors.ContourDescriptor` read as maps plus raw images.
         """
-        return self.predict_proba(X)
+        proba = self.predict_proba(X)
+        return (proba, X) if self.passthrough_images else proba
 
     def predict(self, X):
         """Most probable class of each pixel.

@@ -4,6 +4,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
@@ -105,3 +106,17 @@ def test_fitted_pipeline_round_trips_through_joblib(mixed_images, tmp_path):
     after = joblib.load(tmp_path / "pipe.joblib").transform(X[:2])
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+def test_segmenter_passes_raw_images_to_gaussian_refinement(mixed_images):
+    X, y, _ = mixed_images
+    seg = _tiny_segmenter(passthrough_images=True).fit(X[:4], y[:4])
+    out = seg.transform(X[:2])
+    assert isinstance(out, tuple) and np.array_equal(out[1], X[:2])
+    pipe = Pipeline([("segment", seg), ("peaks", PeakFinder(refine="gaussian"))])
+    refined = pipe.transform(X[:2])
+    plain = PeakFinder().transform(out[0])
+    assert [len(a) for a in refined] == [len(a) for a in plain]
+    # refinement on the intensities moves atoms by sub-pixel amounts, not by whole columns
+    shift, _ = cKDTree(plain[0][:, :2]).query(refined[0][:, :2])
+    assert 0 < shift.max() < 3

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import (
@@ -210,10 +209,12 @@ def test_bad_parameters(params, match):
         PeakFinder(**params).fit(good_map())
 
 
-def test_transform_checks_classes_images_and_fit():
+def test_transform_checks_classes_and_images_and_needs_no_fit():
     P = good_map()
-    with pytest.raises(NotFittedError):
-        PeakFinder().transform(P)
+    # stateless: an unfitted finder (e.g. after a pretrained segmenter) gives the same atoms
+    np.testing.assert_array_equal(PeakFinder().transform(P)[0],
+                                  PeakFinder().fit(P).transform(P)[0])
+    assert len(PeakFinder().transform(P)[0]) > 0
     finder = PeakFinder().fit(P)
     P3 = make_maps((20, 20), np.array([[10.0, 10.0, 2]]), n_classes=3)[np.newaxis]
     with pytest.raises(ValueError, match="P has 3 classes but this PeakFinder was fitted on"):
@@ -328,3 +329,11 @@ def test_pickle_round_trip_and_tuple_of_lists(tmp_path):
     got = loaded.transform(([P[0]], [image]))
     np.testing.assert_array_equal(got[0], expected[0])
     assert loaded.get_params() == finder.get_params() and loaded.n_classes_ == 2
+
+
+def test_n_jobs_gives_the_same_atoms():
+    P = np.concatenate([good_map()] * 3)
+    serial = PeakFinder().transform(P)
+    parallel = PeakFinder(n_jobs=2).transform(P)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
