@@ -120,3 +120,28 @@ def test_segmenter_passes_raw_images_to_gaussian_refinement(mixed_images):
     # refinement on the intensities moves atoms by sub-pixel amounts, not by whole columns
     shift, _ = cKDTree(plain[0][:, :2]).query(refined[0][:, :2])
     assert 0 < shift.max() < 3
+
+
+def test_grid_search_and_batch_inference_on_a_dask_cluster(mixed_images):
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_backend
+
+    X, y, _ = mixed_images
+    seg = _tiny_segmenter().fit(X, y)
+    P = seg.transform(X)
+    search = GridSearchCV(PeakFinder(), {"threshold": [0.3, 0.6, 0.999]},
+                          scoring=make_atom_scorer(tolerance=0.5, pixel_size=PIXEL), cv=2,
+                          n_jobs=2)
+    local = PeakFinder(n_jobs=1).transform(P)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client, parallel_backend("dask"):
+        with distributed.get_task_stream(client) as stream:
+            search.fit(P, y)
+            remote = PeakFinder(n_jobs=2).transform(P)
+        # the work ran as tasks on the cluster's two workers
+        assert len(stream.data) >= 6
+        assert len({task["worker"] for task in stream.data}) == 2
+    assert search.best_params_["threshold"] != 0.999
+    for a, b in zip(local, remote):
+        np.testing.assert_array_equal(a, b)
