@@ -1,4 +1,5 @@
-"""Find oddly shaped atomic columns with contour descriptors and an outlier detector.
+"""Find oddly shaped atomic columns with contour descriptors and an outlier detector
+=================================================================================
 
 Simulated MoS2 images come with their ground-truth label masks. We turn the masks into
 probability maps (one-hot, slightly blurred, normalised over classes: what a good segmenter

@@ -1,4 +1,5 @@
-"""Follow a structural transformation through a movie with contour descriptors and KMeans.
+"""Follow a structural transformation through a movie with contour descriptors and KMeans
+======================================================================================
 
 An STM-like movie of molecules self-assembled on a surface: broad, elongated blobs on a lattice
 that, over 11 frames, shears from hexagonal into square while the molecules stretch and turn to

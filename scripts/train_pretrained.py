@@ -8,8 +8,8 @@ field of view and point defects; most images with the fast incoherent simulator 
 PRISM multislice (so the network also sees dynamical contrast), at several beam energies,
 probe angles and defoci; recorded at doses from 1e6 to 3e7 e/Å² with probe blur, scan jitter,
 drift and background. The held-out test set is drawn with other seeds, per lattice and dose,
-and scored with PeakFinder + sklatom.metrics. Results go to a JSON file next to the model and
-are copied by hand into docs/model_card.rst.
+and scored with PeakFinder + sklatom.metrics. Results go to a JSON file next to the model
+(sklatom/models/<name>.metrics.json), which docs/conf.py turns into the model card's table.
 """
 
 import argparse
@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from sklatom.datasets import make_lattice_images
 from sklatom.pretrained import GENERAL_LABELS, PRETRAINED
@@ -114,6 +115,10 @@ def main(argv=None):
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="model file (default: the shipped one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    parser.add_argument("--data-cache", default=None,
+                        help="an .npz file to store the simulated training set in and reuse")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -121,10 +126,22 @@ def main(argv=None):
     out = args.out or os.path.join(os.path.dirname(__file__), "..", "sklatom", "models",
                                    PRETRAINED[args.name][0])
 
+    torch.set_num_threads(args.threads)
     t0 = time.time()
-    print("simulating the training set", flush=True)
-    X, y, _, meta = make_set(args.n_per_lattice, args.seed, TRAIN_DOSES,
-                             prism_every=args.prism_every)
+    if args.data_cache and os.path.exists(args.data_cache):
+        with np.load(args.data_cache, allow_pickle=False) as data:
+            X = [data[f"X{i}"] for i in range(int(data["n"]))]
+            y = [data[f"y{i}"] for i in range(int(data["n"]))]
+            meta = json.loads(str(data["meta"]))
+        print(f"loaded the training set from {args.data_cache}", flush=True)
+    else:
+        print("simulating the training set", flush=True)
+        X, y, _, meta = make_set(args.n_per_lattice, args.seed, TRAIN_DOSES,
+                                 prism_every=args.prism_every)
+        if args.data_cache:
+            np.savez_compressed(args.data_cache, n=len(X), meta=json.dumps(meta),
+                                **{f"X{i}": x for i, x in enumerate(X)},
+                                **{f"y{i}": m for i, m in enumerate(y)})
     n_prism = sum(m["method"] == "prism" for m in meta)
     print(f"{len(X)} training images ({n_prism} PRISM) in {time.time() - t0:.0f} s",
           flush=True)
