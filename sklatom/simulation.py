@@ -123,7 +123,8 @@ class MultisliceSimulator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         (largest pixel error 4 % of the maximum); raise it for larger probes (high defocus, Cs).
     memory : str, joblib.Memory or None, default=None
         Cache simulated images on disk (a directory or a Memory), keyed by structure and
-        settings, so a dataset is simulated once.
+        settings, so a dataset is simulated once. Not used with ``scheduler="distributed"``
+        (the workers may not share a disk).
     n_jobs : int, default=1
         Threads used by dask for one image (multislice/PRISM) or parallel images (incoherent).
     scheduler : {"threads", "synchronous", "distributed"}, default="threads"
