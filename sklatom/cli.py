@@ -1,0 +1,772 @@
+"""The ``sklatom`` command line: find atoms in image files, simulate training data, train.
+
+::
+
+    sklatom demo                               # simulate, analyse and score two test images
+    sklatom find-atoms image.dm4 more/*.tif    # atoms (CSV) and overlays (PNG) per image
+    sklatom find-atoms scan.emd --defects --species C,Si
+    sklatom simulate --lattice MoS2 --n-images 20 --output mos2.npz
+    sklatom train mos2.npz --output mos2.safetensors
+
+Every subcommand has ``--help``. Results are written atomically and never replace existing
+files unless ``--overwrite`` is given. Exit codes: 0 success, 1 an error (for a batch: at least
+one image failed; the others are still processed), 2 a usage error.
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+__all__ = ["main"]
+
+PROG = "sklatom"
+
+
+class UserError(Exception):
+    """An error caused by the input, reported as a one-line message (no traceback)."""
+
+
+_USER_ERRORS = (UserError, OSError, ValueError, TypeError, ImportError)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+class _Console:
+    """Prints progress to stdout unless quiet; warnings and errors always go to stderr."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+
+    def info(self, *lines):
+        if not self.quiet:
+            for line in lines:
+                print(line, flush=True)
+
+    @staticmethod
+    def warn(message):
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def error(message):
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _warnings_to(console):
+    """Show warnings raised inside the block as one-line messages on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message)
+                if text not in seen and not issubclass(w.category, DeprecationWarning):
+                    seen.add(text)
+                    console.warn(text)
+
+
+def _load_model(name):
+    """A fitted FCNSegmenter from a pretrained model name or a .safetensors path."""
+    from .pretrained import PRETRAINED, load_pretrained
+    from .segmentation import FCNSegmenter
+
+    if name in PRETRAINED:
+        return load_pretrained(name)
+    if os.path.isfile(name):
+        return FCNSegmenter.load(name)
+    raise UserError(
+        f"--model {name!r} is neither a pretrained model ({', '.join(sorted(PRETRAINED))}) nor "
+        "an existing model file (.safetensors written by FCNSegmenter.save or 'sklatom train')")
+
+
+def _check_outputs(paths, overwrite):
+    """The existing ones among ``paths`` (empty when overwrite)."""
+    if overwrite:
+        return []
+    return [p for p in paths if os.path.lexists(p)]
+
+
+def _ensure_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {directory}: {exc}") from None
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"the output directory {directory} is not writable")
+
+
+def _save_figure(fig, path, overwrite):
+    from .io import atomic_path
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+
+
+def _figure(n_panels=1, size=5.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size * n_panels, size))
+    axes = [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+# --------------------------------------------------------------------------------------------
+# the analysis of one image (shared by find-atoms and demo)
+# --------------------------------------------------------------------------------------------
+def _find_atoms(segmenter, image, pixel_size):
+    """Atoms ``(k, 3)`` and their confidence in one image at ``pixel_size`` Å/px."""
+    from .peaks import PeakFinder
+
+    segmenter.set_params(pixel_size=pixel_size)
+    proba = segmenter.transform(image[np.newaxis].astype(np.float32))
+    coords, confidence = PeakFinder().fit_transform(proba, return_confidence=True)
+    return coords[0], confidence[0]
+
+
+def _defects(coords, species, pixel_size, shape):
+    """Per-atom defect labels and the table of defects of one image."""
+    from .graphs import GraphDefectClassifier
+
+    if len(coords) < 3:
+        return np.full(len(coords), "lattice", dtype=object), None, None
+    clf = GraphDefectClassifier(species=species, pixel_size=pixel_size, image_shape=shape)
+    clf.fit([coords])
+    labels = clf.predict([coords])[0]
+    table = clf.find_defects([coords])
+    return labels, table, clf
+
+
+def _atom_table(coords, confidence, classes, pixel_size, labels=None):
+    import pandas as pd
+
+    cls = coords[:, 2].astype(int)
+    table = {
+        "row": np.round(coords[:, 0], 4),
+        "col": np.round(coords[:, 1], 4),
+        "class": cls,
+        "class_name": [classes[c] if 0 <= c < len(classes) else f"class {c}" for c in cls],
+    }
+    if pixel_size is not None:
+        table["x_A"] = np.round(coords[:, 1] * pixel_size, 4)
+        table["y_A"] = np.round(coords[:, 0] * pixel_size, 4)
+    table["confidence"] = np.round(confidence, 4)
+    if labels is not None:
+        table["defect"] = list(labels)
+    return pd.DataFrame(table)
+
+
+def _defect_table(table, pixel_size):
+    cols = ["name", "row", "col", "n_atoms"]
+    out = table[cols].copy() if table is not None else None
+    if out is None:
+        import pandas as pd
+
+        out = pd.DataFrame(columns=cols)
+    out["row"] = out["row"].astype(float).round(3)
+    out["col"] = out["col"].astype(float).round(3)
+    if pixel_size is not None:
+        out["x_A"] = (out["col"] * pixel_size).round(4)
+        out["y_A"] = (out["row"] * pixel_size).round(4)
+    return out
+
+
+def _class_counts(coords, classes):
+    cls = coords[:, 2].astype(int)
+    parts = []
+    for c in range(1, len(classes)):
+        n = int(np.sum(cls == c))
+        if n:
+            parts.append(f"{classes[c]} {n}")
+    return ", ".join(parts) if parts else "none"
+
+
+# --------------------------------------------------------------------------------------------
+# find-atoms
+# --------------------------------------------------------------------------------------------
+def _output_stems(paths):
+    """Output name stem per input; inputs whose stems collide keep their extension."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    counts = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [os.path.basename(p).replace(".", "_") if counts[s] > 1 else s
+            for p, s in zip(paths, stems)]
+
+
+def _parse_species(text):
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise UserError(f"--species must list one name per atom class, e.g. C,Si; got {text!r}")
+    return names
+
+
+def _cmd_find_atoms(args):
+    from ._validation import check_pixel_size
+    from .io import read_image, write_csv_atomic
+    from .plotting import plot_atoms, plot_defects
+    from .segmentation import PIXEL_SIZE_RANGE
+
+    console = _Console(args.quiet)
+    if args.pixel_size is not None:
+        try:
+            check_pixel_size(args.pixel_size, "--pixel-size", *PIXEL_SIZE_RANGE)
+        except ValueError as exc:
+            raise UserError(f"{exc}; resample the image to that range") from None
+    species = _parse_species(args.species)
+    _ensure_dir(args.output)
+    with _warnings_to(console):
+        segmenter = _load_model(args.model)
+    classes = list(segmenter.classes_)
+    if species is not None and len(species) != len(classes) - 1:
+        raise UserError(
+            f"--species names {len(species)} classes ({','.join(species)}) but the model has "
+            f"{len(classes) - 1} atom classes {classes[1:]}; give one name per class, in order")
+    failed, skipped, done = [], [], []
+    stems = _output_stems(args.images)
+    for path, stem in zip(args.images, stems):
+        outputs = {"atoms": os.path.join(args.output, f"{stem}_atoms.csv"),
+                   "overlay": os.path.join(args.output, f"{stem}_overlay.png")}
+        if args.defects:
+            outputs["defects"] = os.path.join(args.output, f"{stem}_defects.csv")
+        existing = _check_outputs(outputs.values(), args.overwrite)
+        if existing:
+            console.warn(f"skipped {path}: {', '.join(existing)} already exist(s); "
+                         "use --overwrite to replace")
+            skipped.append(path)
+            continue
+        t0 = time.perf_counter()
+        try:
+            with _warnings_to(console):
+                image, file_ps, meta = read_image(path, frame=args.frame)
+                if args.pixel_size is not None:
+                    ps, source, known = args.pixel_size, "--pixel-size", True
+                elif file_ps is not None:
+                    ps, source, known = file_ps, meta["pixel_size_source"], True
+                else:
+                    ps, source, known = segmenter.pixel_size_, "assumed", False
+                    if ps is None:
+                        raise UserError(
+                            f"{path}: the pixel size is unknown (not in the file, no "
+                            "--pixel-size, and the model does not know its own); pass "
+                            "--pixel-size")
+                    console.warn(
+                        f"{path}: no pixel size in the file and no --pixel-size; assuming the "
+                        f"model's training pixel size {ps:g} Å/px (x_A/y_A columns omitted)")
+                try:
+                    ps = check_pixel_size(ps, "pixel size", *PIXEL_SIZE_RANGE)
+                except ValueError:
+                    raise UserError(
+                        f"{path}: pixel size {ps:.4g} Å/px ({source}) is outside the range "
+                        f"{PIXEL_SIZE_RANGE[0]}-{PIXEL_SIZE_RANGE[1]} Å/px that the model "
+                        "handles; resample the image or pass the right --pixel-size") from None
+                coords, confidence = _find_atoms(segmenter, image, ps)
+                labels = table = clf = None
+                if args.defects:
+                    labels, table, clf = _defects(coords, species, ps, image.shape)
+                atoms = _atom_table(coords, confidence, classes, ps if known else None, labels)
+                fig, axes = _figure(2 if args.defects else 1)
+                plot_atoms(image, coords, classes=classes, ax=axes[0],
+                           pixel_size=ps if known else None, title=f"{stem}: {len(coords)} atoms")
+                if args.defects:
+                    plot_defects(image, coords, labels, ax=axes[1], estimator=clf,
+                                 pixel_size=ps if known else None, species=species,
+                                 title="defects")
+                write_csv_atomic(atoms, outputs["atoms"], overwrite=args.overwrite)
+                if args.defects:
+                    write_csv_atomic(_defect_table(table, ps if known else None),
+                                     outputs["defects"], overwrite=args.overwrite)
+                _save_figure(fig, outputs["overlay"], args.overwrite)
+        except KeyboardInterrupt:
+            raise
+        except _USER_ERRORS as exc:
+            console.error(str(exc) if path in str(exc) else f"{path}: {exc}")
+            failed.append(path)
+            continue
+        except Exception as exc:  # a bug: report it, keep going with the batch
+            console.error(f"{path}: internal error {type(exc).__name__}: {exc} (please report "
+                          "this with the file)")
+            failed.append(path)
+            continue
+        done.append(path)
+        n_def = "" if table is None or not args.defects else f", {len(table)} defect(s)"
+        console.info(
+            f"{path}: {len(coords)} atoms ({_class_counts(coords, classes)}){n_def}; "
+            f"pixel size {ps:g} Å/px ({source}); {time.perf_counter() - t0:.1f} s -> "
+            + ", ".join(outputs.values()))
+    if len(args.images) > 1 or failed or skipped:
+        console.info(f"{len(done)} done, {len(skipped)} skipped, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------------------------
+# simulate
+# --------------------------------------------------------------------------------------------
+_LABEL_CHOICES = ("columns", "general", "atoms")
+
+
+def _labels_arg(choice):
+    if choice == "columns":
+        return None
+    if choice == "atoms":
+        return "atoms"
+    from .pretrained import GENERAL_LABELS
+
+    return GENERAL_LABELS
+
+
+def _cmd_simulate(args):
+    from ._validation import check_pixel_size
+    from .datasets import make_lattice_images
+    from .io import atomic_path
+    from .simulation import AcquisitionModel, MultisliceSimulator
+
+    console = _Console(args.quiet)
+    if not args.output.endswith(".npz"):
+        raise UserError(f"--output must be a .npz file; got {args.output!r}")
+    try:
+        ps = check_pixel_size(args.pixel_size, "--pixel-size", 0.01, 1.0)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if min(args.shape) < 8:
+        raise UserError(f"--shape must be at least 8 8 px; got {args.shape[0]} {args.shape[1]}")
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} exists; use --overwrite to replace it")
+    directory = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(directory):
+        raise UserError(f"the directory of --output does not exist: {directory}")
+    from tqdm.auto import tqdm
+
+    rng = np.random.RandomState(args.seed)
+    simulator = MultisliceSimulator(method=args.method, progress=False)
+    acquisition = AcquisitionModel(dose=args.dose, blur=0.15, scan_jitter=0.02)
+    images, masks, coords, lattices = [], [], [], []
+    classes = None
+    t0 = time.perf_counter()
+    with _warnings_to(console):
+        for i in tqdm(range(args.n_images), desc=f"simulating {args.lattice}", unit="image",
+                      disable=args.quiet, file=sys.stderr):
+            X, y, c, info = make_lattice_images(
+                1, args.lattice, shape=tuple(args.shape), pixel_size=ps,
+                labels=_labels_arg(args.labels), simulator=simulator, acquisition=acquisition,
+                return_info=True, random_state=rng.randint(2**31 - 1))
+            images.append(X[0])
+            masks.append(y[0])
+            coords.append(np.column_stack([np.full(len(c[0]), i), c[0]]))
+            classes = info.classes
+            lattices.append(info.lattices[0])
+    data = dict(
+        images=np.stack(images).astype(np.float32),
+        masks=np.stack(masks).astype(np.int16 if len(classes) < 2**15 else np.int64),
+        coordinates=np.concatenate(coords).astype(np.float64).reshape(-1, 4),
+        classes=np.array(classes, dtype=str),
+        lattices=np.array(lattices, dtype=str),
+        pixel_size=np.float64(ps),
+        method=np.array(args.method),
+        dose=np.float64(args.dose),
+        seed=np.int64(args.seed),
+    )
+    with atomic_path(args.output, overwrite=args.overwrite) as tmp:
+        np.savez_compressed(tmp, **data)
+    console.info(
+        f"{args.n_images} {args.lattice} image(s) {args.shape[0]}x{args.shape[1]} px at "
+        f"{ps:g} Å/px ({args.method}, dose {args.dose:g} e/Å²), classes {classes}, "
+        f"{len(data['coordinates'])} atoms in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
+def load_simulated(path):
+    """Read a data set written by ``sklatom simulate``.
+
+    Parameters
+    ----------
+    path : str
+        The ``.npz`` file.
+
+    Returns
+    -------
+    data : dict
+        ``images`` (n, height, width) float32, ``masks`` (n, height, width) int,
+        ``coordinates`` list of (k_i, 3) arrays (row, col in px, class), ``classes`` list of
+        str, ``pixel_size`` float (Å/px).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            raw = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise UserError(f"no such file: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable .npz file: {exc}") from None
+    missing = [k for k in ("images", "masks", "classes") if k not in raw]
+    if missing:
+        raise UserError(f"{path} lacks the arrays {missing}; expected a file written by "
+                        "'sklatom simulate' (images, masks, coordinates, classes, pixel_size)")
+    images, masks = raw["images"], raw["masks"]
+    if images.ndim != 3 or masks.shape != images.shape:
+        raise UserError(f"{path}: images {images.shape} and masks {masks.shape} must both be "
+                        "(n_images, height, width)")
+    flat = raw.get("coordinates", np.zeros((0, 4))).reshape(-1, 4)
+    coords = [flat[flat[:, 0] == i, 1:] for i in range(len(images))]
+    ps = float(raw["pixel_size"]) if "pixel_size" in raw else None
+    return {"images": images, "masks": masks, "coordinates": coords,
+            "classes": [str(c) for c in raw["classes"]], "pixel_size": ps}
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+def _cmd_train(args):
+    from ._validation import check_pixel_size
+    from .io import atomic_path
+    from .segmentation import PIXEL_SIZE_RANGE, FCNSegmenter
+
+    console = _Console(args.quiet)
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} exists; use --overwrite to replace it")
+    data = load_simulated(args.data)
+    ps = args.pixel_size if args.pixel_size is not None else data["pixel_size"]
+    if ps is None:
+        raise UserError(f"{args.data} holds no pixel_size; pass --pixel-size (Å/px)")
+    try:
+        ps = check_pixel_size(ps, "--pixel-size", *PIXEL_SIZE_RANGE)
+    except ValueError as exc:
+        raise UserError(f"{exc}; simulate the training images at a pixel size in that range") \
+            from None
+    n, h, w = data["images"].shape
+    patch = min(args.patch_size, (min(h, w) // 8) * 8)
+    if patch < 16:
+        raise UserError(f"the images of {args.data} are {h}x{w} px; training needs at least "
+                        "16x16 px")
+    seg = FCNSegmenter(
+        module__base_filters=args.base_filters, max_epochs=args.epochs, patch_size=patch,
+        classes=data["classes"], training_pixel_size=ps, class_weight="balanced",
+        validation_fraction=0.1 if n >= 2 else None, lr_schedule="cosine",
+        verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
+    console.info(f"training on {n} image(s) {h}x{w} px at {ps:g} Å/px, classes "
+                 f"{data['classes']}, {args.epochs} epoch(s)")
+    t0 = time.perf_counter()
+    with _warnings_to(console):
+        seg.fit(data["images"], data["masks"])
+        seg.set_params(verbose=0)
+    with atomic_path(args.output, overwrite=args.overwrite) as tmp:
+        seg.save(tmp)
+    console.info(f"trained in {time.perf_counter() - t0:.0f} s -> {args.output} "
+                 f"(use it with: {PROG} find-atoms IMAGE --model {args.output})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+#: Demo images: (title, lattice, species of the general model's classes "light", "heavy").
+DEMO_IMAGES = (
+    ("graphene", "graphene", ["C", "Si"]),
+    ("MoS2", "MoS2", ["S2", "Mo"]),
+)
+
+
+def _cmd_demo(args):
+    import pandas as pd
+
+    from .datasets import make_lattice_images
+    from .io import write_csv_atomic
+    from .metrics import atom_scores
+    from .plotting import plot_atoms, plot_defects
+    from .pretrained import GENERAL_LABELS
+    from .simulation import AcquisitionModel, MultisliceSimulator
+
+    console = _Console(args.quiet)
+    t_start = time.perf_counter()
+    _ensure_dir(args.output)
+    paths = {title: (os.path.join(args.output, f"{title}_atoms.csv"),
+                     os.path.join(args.output, f"{title}_overlay.png"))
+             for title, _, _ in DEMO_IMAGES}
+    existing = _check_outputs([p for pair in paths.values() for p in pair], args.overwrite)
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); use --overwrite or another "
+                        "--output directory")
+    with _warnings_to(console):
+        segmenter = _load_model(args.model)
+    classes = list(segmenter.classes_)
+    ps = 0.1
+    tolerance = 0.5  # Å
+    rows = []
+    for k, (title, lattice, species) in enumerate(DEMO_IMAGES):
+        t0 = time.perf_counter()
+        with _warnings_to(console):
+            X, _, truth, info = make_lattice_images(
+                1, lattice, shape=(256, 256), pixel_size=ps, labels=GENERAL_LABELS,
+                simulator=MultisliceSimulator(method="prism", progress=False),
+                acquisition=AcquisitionModel(dose=5e6, blur=0.15, scan_jitter=0.02),
+                return_info=True, random_state=args.seed + k)
+        t_sim = time.perf_counter() - t0
+        if list(info.classes) != classes:
+            raise UserError(f"the model's classes {classes} differ from the demo's "
+                            f"{list(info.classes)}; the demo needs the 'general' model")
+        image, truth = X[0], truth[0]
+        t1 = time.perf_counter()
+        with _warnings_to(console):
+            coords, confidence = _find_atoms(segmenter, image, ps)
+        t_find = time.perf_counter() - t1
+        s = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps)
+        inner = _interior_scores(coords, truth, image.shape, 1.0 / ps, tolerance, ps)
+        labels, _, clf = _defects(coords, ["background", *species], ps, image.shape)
+        true_labels, _, true_clf = _defects(truth, ["background", *species], ps, image.shape)
+        names = dict(zip(classes[1:], species))
+        console.info(
+            "",
+            f"== {title}: 256x256 px at {ps} Å/px, PRISM multislice ({t_sim:.1f} s), dose "
+            f"5e6 e/Å²; atoms found in {t_find:.1f} s",
+            f"   classes: " + ", ".join(f"{c} = {n}" for c, n in names.items()),
+            f"   atoms: {s['n_pred']} found, {s['n_true']} true, {s['n_matched']} matched "
+            f"within {tolerance} Å",
+            f"   precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
+            f"RMSE {s['rmse']:.3f} Å  class accuracy {s['class_accuracy']:.3f}",
+            f"   atoms more than 1 Å from the border: precision {inner['precision']:.3f}  "
+            f"recall {inner['recall']:.3f}  F1 {inner['f1']:.3f}",
+        )
+        found_cat = _catalogue_counts(clf, coords)
+        true_cat = _catalogue_counts(true_clf, truth)
+        kinds = sorted(set(found_cat) | set(true_cat), key=lambda n: (-true_cat.get(n, 0), n))
+        console.info("   defects (graph classification of the found atoms vs. of the true "
+                     "atoms):")
+        if not kinds:
+            console.info("     none")
+        for name in kinds:
+            console.info(f"     {name:<16s} found {found_cat.get(name, 0):>3d}   true "
+                         f"{true_cat.get(name, 0):>3d}")
+        table = _atom_table(coords, confidence, classes, ps, labels)
+        table["species"] = [names.get(c, c) for c in table["class_name"]]
+        write_csv_atomic(table, paths[title][0], overwrite=args.overwrite)
+        fig, axes = _figure(2)
+        plot_atoms(image, coords, classes=["background", *species], ax=axes[0], pixel_size=ps,
+                   title=f"{title}: {len(coords)} atoms, F1 {s['f1']:.2f}")
+        plot_defects(image, coords, labels, ax=axes[1], estimator=clf, pixel_size=ps,
+                     title="defects")
+        _save_figure(fig, paths[title][1], args.overwrite)
+        console.info(f"   -> {paths[title][0]}, {paths[title][1]}")
+        rows.append({"image": title, **{key: s[key] for key in ("precision", "recall", "f1",
+                                                                "rmse")}})
+    summary = pd.DataFrame(rows)
+    console.info("", f"demo finished in {time.perf_counter() - t_start:.0f} s; mean F1 "
+                 f"{summary['f1'].mean():.3f}, mean RMSE {summary['rmse'].mean():.3f} Å")
+    return 0
+
+
+def _interior_scores(pred, true, shape, margin, tolerance, pixel_size):
+    """Precision, recall and F1 over the atoms at least ``margin`` px inside the image.
+
+    Atoms are matched over the whole image first, so an atom just inside the margin can match
+    one just outside it. Near the border the ground truth (atom centres inside the image) and
+    the found atoms (blobs cut by the border, of atoms both inside and outside) disagree for
+    reasons that have nothing to do with the model.
+    """
+    from .metrics import match_atoms
+
+    m = match_atoms(pred, true, tolerance=tolerance, pixel_size=pixel_size)
+
+    def inner(a):
+        return ((a[:, 0] >= margin) & (a[:, 0] <= shape[0] - 1 - margin)
+                & (a[:, 1] >= margin) & (a[:, 1] <= shape[1] - 1 - margin))
+
+    p_in, t_in = inner(pred), inner(true)
+    matched_p = np.zeros(len(pred), bool)
+    matched_p[np.asarray(m.pred_index, dtype=int)] = True
+    matched_t = np.zeros(len(true), bool)
+    matched_t[np.asarray(m.true_index, dtype=int)] = True
+    precision = (matched_p & p_in).sum() / max(p_in.sum(), 1)
+    recall = (matched_t & t_in).sum() / max(t_in.sum(), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def _catalogue_counts(clf, coords):
+    if clf is None:
+        return {}
+    cat = clf.catalogue([coords])
+    counts = {}
+    for name, count in zip(cat["name"], cat["count"]):
+        counts[name] = counts.get(name, 0) + int(count)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# the parser
+# --------------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps each paragraph of a description; keeps the blank lines between them."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                         subsequent_indent=indent) for p in paragraphs)
+
+
+def _build_parser():
+    from .io import SUPPORTED_EXTENSIONS
+
+    fmt = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=fmt,
+        description="Find atoms and defects in atomic-resolution STEM images.",
+        epilog="Run 'sklatom COMMAND --help' for the options of a command.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    quiet = dict(action="store_true", help="print only warnings and errors")
+    overwrite = dict(action="store_true", help="replace existing output files")
+
+    p = sub.add_parser(
+        "demo", formatter_class=fmt, help="simulate two images, find their atoms, score them",
+        description="Simulate a defective graphene and a MoS2 image (PRISM multislice, "
+        "256x256 px at 0.1 Å/px, dose 5e6 e/Å²), find their atoms with the pretrained model, "
+        "print precision, recall, F1 and RMSE against the ground truth and the defect "
+        "catalogue, and write an overlay PNG and an atoms CSV per image. About a minute on "
+        "two CPU cores.")
+    p.add_argument("--output", default="sklatom_demo", metavar="DIR",
+                   help="output directory (default: ./sklatom_demo)")
+    p.add_argument("--model", default="general", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", **overwrite)
+    p.add_argument("--quiet", **quiet)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "find-atoms", formatter_class=fmt, help="find the atoms in image files",
+        description="Find the atoms in each image and write <stem>_atoms.csv (row, col in px; "
+        "class, class_name; x_A, y_A in Å when the pixel size is known; confidence) and "
+        "<stem>_overlay.png. With --defects also a 'defect' column and <stem>_defects.csv.\n\n"
+        f"Formats: {', '.join(sorted(SUPPORTED_EXTENSIONS))} (.dm3/.dm4/.emd/.ser/.hspy need "
+        "pip install \"sklatom[io]\"). The pixel size comes from --pixel-size, else from the "
+        "file, else the model's training pixel size is assumed (with a warning).\n\n"
+        "A failing image is reported and the others are still processed; the exit code is 1 "
+        "if any image failed.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="Å",
+                   help="pixel size in Å/px (overrides the file's calibration)")
+    p.add_argument("--model", default="general",
+                   help="pretrained model name or a .safetensors file (default: general)")
+    p.add_argument("--output", default=".", metavar="DIR",
+                   help="output directory (default: the current directory)")
+    p.add_argument("--frame", type=int, default=None,
+                   help="frame of a stack to analyse (default: the first, with a warning)")
+    p.add_argument("--defects", action="store_true",
+                   help="classify defects from the bond graph of the atoms")
+    p.add_argument("--species", metavar="A,B",
+                   help="chemical names of the model's atom classes in order, for --defects "
+                        "(e.g. C,Si for graphene or S2,Mo for MoS2 with the general model's "
+                        "light,heavy classes); default: generic names")
+    p.add_argument("--overwrite", **overwrite)
+    p.add_argument("--quiet", **quiet)
+    p.set_defaults(func=_cmd_find_atoms)
+
+    from .structures import LATTICES
+
+    p = sub.add_parser(
+        "simulate", formatter_class=fmt, help="simulate labelled training images",
+        description="Simulate labelled STEM images of a lattice with point defects and save "
+        "them to a .npz file with the arrays images (n, H, W) float32, masks (n, H, W), "
+        "coordinates (N, 4): image index, row, col (px), class; classes, lattices, "
+        "pixel_size (Å/px), method, dose, seed.")
+    p.add_argument("--lattice", required=True, choices=sorted(LATTICES))
+    p.add_argument("--n-images", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--shape", type=_positive_int, nargs=2, default=(256, 256),
+                   metavar=("H", "W"), help="image size in px (default: 256 256)")
+    p.add_argument("--pixel-size", type=_positive_float, default=0.1, metavar="Å",
+                   help="pixel size in Å/px (default: 0.1)")
+    p.add_argument("--method", choices=("incoherent", "prism", "multislice"),
+                   default="incoherent", help="simulator (default: incoherent, the fastest)")
+    p.add_argument("--dose", type=_positive_float, default=5e6,
+                   help="electron dose in e/Å² (default: 5e6)")
+    p.add_argument("--labels", choices=_LABEL_CHOICES, default="columns",
+                   help="classes of the masks: one per column kind (columns, default), the "
+                        "pretrained model's light/heavy (general) or a single atom class")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--output", required=True, metavar="FILE.npz")
+    p.add_argument("--overwrite", **overwrite)
+    p.add_argument("--quiet", **quiet)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "train", formatter_class=fmt, help="train a segmentation model on simulated data",
+        description="Train an FCNSegmenter (U-Net) on a data set written by 'sklatom "
+        "simulate' and save it as a .safetensors file for 'sklatom find-atoms --model'.")
+    p.add_argument("data", metavar="DATA.npz")
+    p.add_argument("--output", required=True, metavar="MODEL.safetensors")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="epochs (default: 20)")
+    p.add_argument("--base-filters", type=_positive_int, default=16,
+                   help="channels of the first U-Net level (default: 16)")
+    p.add_argument("--patch-size", type=_positive_int, default=128,
+                   help="training patch size in px (default: 128)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="Å",
+                   help="pixel size of the training images in Å/px (default: from DATA)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", **overwrite)
+    p.add_argument("--quiet", **quiet)
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``sklatom`` command line.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        Arguments without the program name; None uses ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        0 on success, 1 on an error (for a batch: when any image failed), 2 on a usage error.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _Console.error("interrupted")
+        return 130
+    except _USER_ERRORS as exc:
+        _Console.error(f"{args.command}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
