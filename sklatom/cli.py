@@ -130,6 +130,13 @@ def _save_figure(fig, path, overwrite):
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
+def _legend_outside(ax):
+    """Move the legend to the right of the axes (defect legends can be long)."""
+    if ax.get_legend() is not None:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                  borderaxespad=0.0)
+
+
 def _figure(n_panels=1, size=5.0):
     from matplotlib.figure import Figure
 
@@ -244,16 +251,8 @@ def _cmd_find_atoms(args):
             raise UserError(f"{exc}; resample the image to that range") from None
     species = _parse_species(args.species)
     _ensure_dir(args.output)
-    with _warnings_to(console):
-        segmenter = _load_model(args.model)
-    classes = list(segmenter.classes_)
-    if species is not None and len(species) != len(classes) - 1:
-        raise UserError(
-            f"--species names {len(species)} classes ({','.join(species)}) but the model has "
-            f"{len(classes) - 1} atom classes {classes[1:]}; give one name per class, in order")
-    failed, skipped, done = [], [], []
-    stems = _output_stems(args.images)
-    for path, stem in zip(args.images, stems):
+    failed, skipped, done, todo = [], [], [], []
+    for path, stem in zip(args.images, _output_stems(args.images)):
         outputs = {"atoms": os.path.join(args.output, f"{stem}_atoms.csv"),
                    "overlay": os.path.join(args.output, f"{stem}_overlay.png")}
         if args.defects:
@@ -263,7 +262,18 @@ def _cmd_find_atoms(args):
             console.warn(f"skipped {path}: {', '.join(existing)} already exist(s); "
                          "use --overwrite to replace")
             skipped.append(path)
-            continue
+        else:
+            todo.append((path, stem, outputs))
+    if todo:
+        with _warnings_to(console):
+            segmenter = _load_model(args.model)
+        classes = list(segmenter.classes_)
+        if species is not None and len(species) != len(classes) - 1:
+            raise UserError(
+                f"--species names {len(species)} classes ({','.join(species)}) but the model "
+                f"has {len(classes) - 1} atom classes {classes[1:]}; give one name per class, "
+                "in order")
+    for path, stem, outputs in todo:
         t0 = time.perf_counter()
         try:
             with _warnings_to(console):
@@ -301,6 +311,7 @@ def _cmd_find_atoms(args):
                     plot_defects(image, coords, labels, ax=axes[1], estimator=clf,
                                  pixel_size=ps if known else None, species=species,
                                  title="defects")
+                    _legend_outside(axes[1])
                 write_csv_atomic(atoms, outputs["atoms"], overwrite=args.overwrite)
                 if args.defects:
                     write_csv_atomic(_defect_table(table, ps if known else None),
@@ -572,6 +583,7 @@ def _cmd_demo(args):
                    title=f"{title}: {len(coords)} atoms, F1 {s['f1']:.2f}")
         plot_defects(image, coords, labels, ax=axes[1], estimator=clf, pixel_size=ps,
                      title="defects")
+        _legend_outside(axes[1])
         _save_figure(fig, paths[title][1], args.overwrite)
         console.info(f"   -> {paths[title][0]}, {paths[title][1]}")
         rows.append({"image": title, **{key: s[key] for key in ("precision", "recall", "f1",
