@@ -174,6 +174,22 @@ def test_colliding_stems_keep_their_extension(tmp_path, mos2, capsys):
                                        "same_tif_atoms.csv", "same_tif_overlay.png"]
 
 
+def test_stack_uses_the_first_frame_or_frame_option(tmp_path, mos2, capsys):
+    import tifffile
+
+    path = tmp_path / "series.tif"
+    blank = np.full_like(mos2[0], float(np.median(mos2[0])))
+    tifffile.imwrite(path, np.stack([mos2[0], blank]), photometric="minisblack")
+    out = tmp_path / "out"
+    common = ["--output", str(out), "--model", MODEL, "--pixel-size", "0.1"]
+    assert main(["find-atoms", str(path)] + common) == 0
+    assert "holds 2 frames" in capsys.readouterr().err
+    first = pd.read_csv(out / "series_atoms.csv")
+    assert main(["find-atoms", str(path), "--frame", "1", "--overwrite"] + common) == 0
+    assert "frames" not in capsys.readouterr().err
+    assert len(pd.read_csv(out / "series_atoms.csv")) < len(first) // 2  # the blank frame
+
+
 @pytest.mark.parametrize("args, match", [
     (["--pixel-size", "5"], "--pixel-size must be between 0.05 and 0.3"),
     (["--model", "no-such-model"], "neither a pretrained model"),
