@@ -1,0 +1,1301 @@
+"""Point defects from the graph of atoms: bonds, coordination, rings and composition.
+
+:class:`GraphDefectClassifier` takes what :class:`~sklatom.peaks.PeakFinder` returns, one
+``(k_i, 3)`` array of atoms per image (row, col in pixels and a class index), and
+
+1. bonds the atoms: two atoms are bonded when they are closer than the bond length learned for
+   their species pair times ``1 + bond_tolerance`` *and* no third atom lies in their "lune"
+   (closer to both than they are to each other: the relative-neighbourhood rule). The rule keeps
+   the graph planar, so its faces are the rings of the lattice;
+2. finds the rings around every atom as the faces of that planar embedding (neighbours sorted
+   by angle, one walk per face: O(n), no cycle enumeration);
+3. flags atoms that are not lattice-like: a minority (dopant) species, a coordination other
+   than the lattice's, or a ring other than the lattice's (5, 7 and 8 rings in graphene). Atoms
+   within ``edge_width`` of the image border or of the convex hull of the atoms are "edge"
+   atoms, never flagged for missing neighbours or rings;
+4. groups flagged atoms into defects (bonded, or around the same anomalous ring or hole) and
+   names each defect from its composition and structure, with a structural hash that tells
+   apart different structures of the same formula.
+
+The core computation runs on numpy/scipy arrays (KD-tree, sparse adjacency), so a million atoms
+take seconds; networkx graphs are built only for the (small) defects and on request
+(:meth:`GraphDefectClassifier.graphs`).
+
+Naming scheme
+-------------
+A defect's name joins the parts that apply with ``"+"``:
+
+* dopants: the dopant columns and their non-dopant neighbours, e.g. ``"Si1C3"`` (a Si with
+  three C neighbours), ``"Si1C4"``, ``"Si2C6"`` (a Si pair). Column names that are not a
+  single element are put in parentheses: ``"W1(S2)3"`` (W on a Mo site of MoS2 seen along c),
+  ``"(SSe)1Mo3"``;
+* vacancies: ``"V<m>"`` with ``m`` the number of missing atoms estimated from the missing
+  neighbours: ``M`` missing bonds around a compact hole of ``m`` atoms in a lattice of
+  coordination ``z`` give ``m = (M - 2) / (z - 2)``. ``"V1"`` is a single vacancy in graphene,
+  ``"V2"`` a divacancy. In lattices with several host species the missing species follows when
+  it is clear from the lattice's neighbour pattern: ``"V1_Mo"``;
+* rings: ``"SW"`` for the 5-7-7-5 rings of a Stone-Wales defect, otherwise ``"R"`` and the
+  sizes of the anomalous rings, e.g. ``"R5x2-8"`` for a relaxed 5-8-5 divacancy;
+* none of these (an odd coordination only): ``"X"`` and the formula of the flagged atoms.
+
+Names are a function of the structure, so the same structure gets the same name in every
+image. Kinds are the pairs (name, hash); the hash is networkx's Weisfeiler-Lehman hash of the
+defect's graph (flagged atoms and their first neighbours, node labels species, coordination and
+whether the atom is flagged).
+"""
+
+import numbers
+import re
+import warnings
+from collections import Counter, defaultdict
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from ase.data import atomic_numbers, chemical_symbols, covalent_radii
+from joblib import Parallel, delayed
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import SklatomWarning, check_pixel_size
+
+__all__ = ["GraphDefectClassifier", "plot_defect_graph", "FEATURE_NAMES"]
+
+#: Per-atom features returned by :meth:`GraphDefectClassifier.transform`.
+FEATURE_NAMES = (
+    "coordination", "missing_neighbors", "mean_bond_length", "bond_angle_spread",
+    "smallest_ring", "n_ring_3", "n_ring_4", "n_ring_5", "n_ring_6", "n_ring_7", "n_ring_8",
+    "n_ring_large", "edge", "dopant", "interstitial",
+)
+
+_FORMULA = re.compile(r"([A-Z][a-z]?)(\d*)")
+_GENERIC = re.compile(r"^(X|atom|class|type)[_ ]?\d*$", re.IGNORECASE)
+_SHELL_WINDOW = 0.3  # first-shell window for learning: distances up to (1 + w) * global NN
+_FALLBACK_BOND = 1.5  # Å, bond length when nothing is known about a species pair
+_WELL_SAMPLED = 50  # species pairs with this many samples take their own bond length
+_PSEUDO_COUNT = 10  # weight of the radius model for pairs with fewer samples
+_MAX_HOLE_FACTOR = 4  # faces up to this times the lattice ring size group their atoms
+
+
+# --------------------------------------------------------------------------------------------
+# species
+# --------------------------------------------------------------------------------------------
+def _parse_species(name, where):
+    """Elements of a column name: {"S": 2} for "S2", {} for a generic name; raise otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"{where} must be a string naming a species; got {name!r}")
+    if _GENERIC.match(name):
+        return {}
+    parts = _FORMULA.findall(name)
+    if not parts or "".join(s + c for s, c in parts) != name or any(
+            s not in chemical_symbols for s, _ in parts):
+        raise ValueError(
+            f"{where}={name!r} is not a species: expected 'background', a chemical symbol or "
+            f"column formula of symbols from ase.data.chemical_symbols (e.g. 'C', 'S2', 'OTi'), "
+            f"or a generic name such as 'X' or 'class1'")
+    counts = {}
+    for s, c in parts:
+        counts[s] = counts.get(s, 0) + (int(c) if c else 1)
+    return counts
+
+
+def _prior_radius(name):
+    """Covalent radius (Å) of a column: the largest of its elements; None for generic names."""
+    elements = _parse_species(name, "species")
+    if not elements:
+        return None
+    return max(float(covalent_radii[atomic_numbers[s]]) for s in elements)
+
+
+def _species_label(name):
+    """A column name as it appears inside a defect name: parentheses unless a bare element."""
+    return name if name in chemical_symbols else f"({name})"
+
+
+def _formula(counter):
+    return "".join(f"{_species_label(s)}{c}" for s, c in sorted(counter.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# the graph of one image, on arrays
+# --------------------------------------------------------------------------------------------
+def _ranges(starts, lengths):
+    """Concatenated ``arange(s, s + l)`` for all (s, l), vectorised."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + offsets
+
+
+def _bonds(pos, spc, cutoff, z_max=None):
+    """Bonds (i < j) by species-pair cutoff and the relative-neighbourhood (empty lune) rule.
+
+    Parameters
+    ----------
+    pos : ndarray of shape (n, 2)
+        Positions (y, x) in Å.
+    spc : ndarray of shape (n,)
+        Species index per atom.
+    cutoff : ndarray of shape (n_species, n_species)
+        Bond cutoff in Å per species pair.
+    z_max : ndarray of shape (n_species,) or None
+        Atoms with more than ``z_max`` atoms within the cutoff (an atom in the middle of a
+        ring: an interstitial, adatom or false detection) are left out of the graph.
+
+    Returns
+    -------
+    i, j : ndarray of shape (n_bonds,)
+        Bonded atoms, ``i < j``.
+    tree : cKDTree or None
+        The KD-tree of ``pos``.
+    interstitial : ndarray of shape (n,), dtype bool
+        Atoms left out by ``z_max``.
+    """
+    n = len(pos)
+    empty = np.zeros(0, dtype=np.int64)
+    interstitial = np.zeros(n, dtype=bool)
+    if n < 2:
+        return empty, empty, None, interstitial
+    present = np.unique(spc)
+    rmax = float(cutoff[np.ix_(present, present)].max())
+    tree = cKDTree(pos)
+    pairs = tree.query_pairs(rmax, output_type="ndarray").astype(np.int64)
+    if len(pairs) == 0:
+        return empty, empty, tree, interstitial
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = np.linalg.norm(pos[i] - pos[j], axis=1)
+    # symmetric neighbour lists (CSR) of all pairs within rmax, for the lune test
+    I = np.concatenate([i, j])
+    J = np.concatenate([j, i])
+    D = np.concatenate([d, d])
+    order = np.argsort(I, kind="stable")
+    J, D = J[order], D[order]
+    deg = np.bincount(I, minlength=n)
+    indptr = np.concatenate([[0], np.cumsum(deg)])
+    cand = d <= cutoff[spc[i], spc[j]]
+    if z_max is not None:
+        interstitial = _inside_rings(i[cand], j[cand], n, z_max[spc])
+        cand &= ~interstitial[i] & ~interstitial[j]
+    ci, cj, cd = i[cand], j[cand], d[cand]
+    if len(ci) == 0:
+        return empty, empty, tree, interstitial
+    lens = deg[ci]
+    rep = np.repeat(np.arange(len(ci)), lens)
+    idx = _ranges(indptr[ci], lens)
+    k = J[idx]
+    dik = D[idx]
+    djk = np.linalg.norm(pos[cj[rep]] - pos[k], axis=1)
+    blocked = (k != cj[rep]) & (dik < cd[rep]) & (djk < cd[rep]) & ~interstitial[k]
+    bad = np.zeros(len(ci), dtype=bool)
+    bad[rep[blocked]] = True
+    return ci[~bad], cj[~bad], tree, interstitial
+
+
+def _inside_rings(ci, cj, n, limit):
+    """Atoms with more than ``limit`` candidate neighbours that are bonded to each other.
+
+    An atom in the middle of a ring (an adatom, or a false detection in a hexagon) is within
+    the cutoff of the whole ring, whose atoms are bonded in turn: more than ``limit``
+    neighbours and at least ``limit`` bonds among them. A lattice atom's neighbours are not
+    bonded to each other, and an atom next to an adatom or in a Stone-Wales defect has at
+    most two such bonds.
+    """
+    out = np.zeros(n, dtype=bool)
+    deg = np.bincount(ci, minlength=n) + np.bincount(cj, minlength=n)
+    suspects = np.flatnonzero((limit >= 0) & (deg > limit))
+    if len(suspects) == 0:
+        return out
+    key = np.sort(np.concatenate([ci * n + cj, cj * n + ci]))
+    is_s = np.zeros(n, dtype=bool)
+    is_s[suspects] = True
+    sel = is_s[ci] | is_s[cj]
+    a = np.concatenate([ci[sel], cj[sel]])
+    b = np.concatenate([cj[sel], ci[sel]])
+    keep = is_s[a]
+    a, b = a[keep], b[keep]
+    for s in suspects:
+        nb = b[a == s]
+        u, v = np.triu_indices(len(nb), k=1)
+        q = nb[u] * n + nb[v]
+        pos = np.searchsorted(key, q)
+        links = np.sum(key[np.minimum(pos, len(key) - 1)] == q)
+        out[s] = links >= limit[s]
+    return out
+
+
+class _Graph:
+    """The bond graph of one image with its planar faces, as arrays.
+
+    Directed edges (both directions of every bond) are sorted by source atom, then by angle;
+    ``face[e]`` is the face left of edge ``e``; the faces of an atom's outgoing edges are the
+    rings around it.
+    """
+
+    def __init__(self, pos, spc, bi, bj):
+        n = len(pos)
+        self.n, self.pos, self.spc = n, pos, spc
+        src = np.concatenate([bi, bj])
+        dst = np.concatenate([bj, bi])
+        dy = pos[dst, 0] - pos[src, 0]
+        dx = pos[dst, 1] - pos[src, 1]
+        angle = np.arctan2(dy, dx)
+        order = np.lexsort((angle, src))
+        self.src, self.dst, self.angle = src[order], dst[order], angle[order]
+        self.length = np.hypot(dy, dx)[order]
+        E = len(self.src)
+        self.coordination = np.bincount(self.src, minlength=n)
+        self.indptr = np.concatenate([[0], np.cumsum(self.coordination)])
+        if E == 0:
+            self.face = np.zeros(0, dtype=np.int64)
+            self.face_size = np.zeros(0, dtype=np.int64)
+            self.face_inner = np.zeros(0, dtype=bool)
+            return
+        key = self.src * n + self.dst
+        by_key = np.argsort(key)
+        rev = by_key[np.searchsorted(key[by_key], self.dst * n + self.src)]
+        slot = np.arange(E) - self.indptr[self.src]
+        v = self.dst
+        nxt = self.indptr[v] + (slot[rev] - 1) % self.coordination[v]
+        graph = coo_matrix((np.ones(E, dtype=np.int8), (np.arange(E), nxt)), shape=(E, E))
+        _, face = connected_components(graph, directed=False)
+        self.face = face
+        self.face_size = np.bincount(face)
+        centre = pos.mean(axis=0)
+        y, x = (pos - centre).T
+        cross = x[self.src] * y[self.dst] - x[self.dst] * y[self.src]
+        area = 0.5 * np.bincount(face, weights=cross)
+        # inner faces run counter-clockwise in (x, y) = (col, row); outer faces and faces of
+        # trees have zero or negative area
+        self.face_inner = area > 1e-6
+
+    def atom_faces(self):
+        """(atom, face) of every corner: the face of each outgoing edge."""
+        return self.src, self.face
+
+
+class _Border:
+    """Distance (Å) of points to the image border (or the atoms' bounding box) and to the
+    convex hull of the atoms; negative outside."""
+
+    def __init__(self, pos, pixel_size, image_shape):
+        self.n = len(pos)
+        self.eq = None
+        if self.n == 0:
+            self.lo = self.hi = np.zeros(2)
+            return
+        if image_shape is not None:
+            h, w = image_shape
+            self.lo = np.array([-0.5, -0.5]) * pixel_size
+            self.hi = np.array([h - 0.5, w - 0.5]) * pixel_size
+        else:
+            self.lo, self.hi = pos.min(axis=0), pos.max(axis=0)
+        self.flat = self.n < 3
+        if not self.flat:
+            try:
+                self.eq = ConvexHull(pos).equations
+            except QhullError:  # collinear atoms: all on the hull
+                self.flat = True
+
+    def distance(self, points):
+        if len(points) == 0 or self.n == 0:
+            return np.zeros(len(points))
+        if self.flat:
+            return np.zeros(len(points))
+        dist = np.minimum(points - self.lo, self.hi - points).min(axis=1)
+        eq = self.eq
+        for start in range(0, len(points), 65536):
+            block = points[start:start + 65536]
+            dist[start:start + 65536] = np.minimum(
+                dist[start:start + 65536], (-(block @ eq[:, :2].T + eq[:, 2])).min(axis=1))
+        return dist
+
+
+# --------------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------------
+class GraphDefectClassifier(TransformerMixin, BaseEstimator):
+    """Find and name point defects in the bond graph of atomic columns.
+
+    Parameters
+    ----------
+    species : list of str or None, default=None
+        Names of the classes in the coordinates' class column. Class index ``c >= 1`` names the
+        ``c``-th foreground species: pass a segmenter's ``classes_`` as is
+        (``["background", "C", "Si"]``, then class ``c`` is ``species[c]``) or the foreground
+        names only (``["C", "Si"]``, then class ``c`` is ``species[c - 1]``). Class 0 is the
+        background and is not an atom. Names are chemical symbols or column formulas
+        (``"S2"``, ``"OTi"``) or generic names (``"X"``, ``"class1"``, no covalent-radius
+        prior). None names the classes ``"class1"``, ``"class2"``, ... .
+    pixel_size : float, default=None
+        Pixel size of the coordinates in Å/px. Required (bond lengths are physical).
+    bond_tolerance : float, default=0.3
+        Atoms closer than ``(1 + bond_tolerance)`` times the learned bond length of their
+        species pair (and with no third atom closer to both) are bonded.
+    coordination : dict or None, default=None
+        Expected coordination per species name, e.g. ``{"C": 3}``; species not given are
+        learned in ``fit`` (the most common coordination of interior atoms).
+    ring_size : int or None, default=None
+        The lattice's ring size (6 in graphene and MoS2, 4 in SrTiO3 [001]); None learns it
+        (the most common face size).
+    host_species : list of str or None, default=None
+        Species that make up the lattice; others are dopants. None takes every species with at
+        least ``dopant_fraction`` of the atoms seen in ``fit`` (and always the most common).
+    dopant_fraction : float, default=0.1
+        See ``host_species``.
+    edge_width : float or None, default=None
+        Atoms closer than this (Å) to the image border or to the convex hull of the atoms are
+        edge atoms, never flagged for missing neighbours or rings. None uses 1.15 times the
+        longest learned bond length.
+    image_shape : tuple of int or None, default=None
+        (height, width) in px of the images the coordinates come from; None uses each image's
+        bounding box of atoms.
+    min_pair_count : int, default=3
+        Species pairs seen fewer times than this in ``fit`` take their bond length from the
+        covalent-radius prior, scaled to the learned ones.
+    n_jobs : int or None, default=None
+        Images analysed in parallel (joblib).
+
+    Attributes
+    ----------
+    species_ : list of str
+        Foreground species; class ``c`` is ``species_[c - 1]``.
+    bond_lengths_ : dict
+        Bond length in Å per bonded species pair ``(a, b)`` (both orders): measured (the mode
+        of the first-neighbour distances), or for pairs seen rarely or never predicted from
+        per-species radii fitted to the measured pairs (covalent radii scaled to the data as
+        a prior). Two species that are both common but never seen at bonding distance are not
+        bonded and have no entry.
+    bond_cutoffs_ : ndarray of shape (n_species, n_species)
+        Bond cutoff in Å per species pair, indices as in ``species_``.
+    learned_pairs_ : list of tuple
+        Species pairs whose bond length was measured in ``fit``.
+    coordination_ : dict
+        Expected coordination per host species.
+    ring_size_ : int
+        The lattice's ring size.
+    host_species_, dopant_species_ : list of str
+        Lattice and dopant species.
+    edge_width_ : float
+        Edge zone width in Å.
+    defects_ : pandas.DataFrame
+        The defect kinds found in the training images (see :meth:`catalogue`).
+    kind_names_ : dict
+        Structural hash -> user's name, learned from ``y``.
+    name_aliases_ : dict
+        Generated name -> user's name, for structures whose hash was not seen in training but
+        whose generated name was always labelled the same way.
+
+    See Also
+    --------
+    sklatom.peaks.PeakFinder : produces the coordinates this estimator takes.
+
+    Notes
+    -----
+    Atoms flagged as defects are grouped when bonded or when they lie on the same anomalous
+    ring or hole (so the three undercoordinated neighbours of a vacancy form one defect). In
+    ``predict`` only these flagged atoms carry the defect name; their lattice-like neighbours
+    (the three C around a Si dopant) are part of the defect's graph and name but are labelled
+    ``"lattice"``. A Stone-Wales defect flags the atoms of its four rings (16 in graphene).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklatom.structures import make_structure, project_columns
+    >>> atoms = make_structure("graphene", (20.0, 20.0), defects={"vacancy": 1},
+    ...                        strain=(0, 0, 0), random_state=0)
+    >>> cols = project_columns(atoms, pixel_size=0.1)
+    >>> clf = GraphDefectClassifier(species=cols.classes, pixel_size=0.1)
+    >>> labels = clf.fit([cols.coordinates]).predict([cols.coordinates])[0]
+    >>> sorted(set(labels))
+    ['V1', 'lattice']
+    >>> round(clf.bond_lengths_[("C", "C")], 2)
+    1.42
+    """
+
+    def __init__(self, species=None, pixel_size=None, *, bond_tolerance=0.3, coordination=None,
+                 ring_size=None, host_species=None, dopant_fraction=0.1, edge_width=None,
+                 image_shape=None, min_pair_count=3, n_jobs=None):
+        self.species = species
+        self.pixel_size = pixel_size
+        self.bond_tolerance = bond_tolerance
+        self.coordination = coordination
+        self.ring_size = ring_size
+        self.host_species = host_species
+        self.dopant_fraction = dopant_fraction
+        self.edge_width = edge_width
+        self.image_shape = image_shape
+        self.min_pair_count = min_pair_count
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self):
+        ps = check_pixel_size(self.pixel_size, allow_none=True)
+        if ps is None:
+            raise ValueError(
+                "pixel_size is None; GraphDefectClassifier needs the pixel size of the "
+                "coordinates in Å/px to measure bond lengths")
+        for name, value, low in (("bond_tolerance", self.bond_tolerance, 0.0),
+                                 ("dopant_fraction", self.dopant_fraction, 0.0)):
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not np.isfinite(value) or not low <= value < 1):
+                raise ValueError(f"{name} must be a number in [{low}, 1); got {value!r}")
+        if self.edge_width is not None and (
+                isinstance(self.edge_width, bool) or not isinstance(self.edge_width, numbers.Real)
+                or not np.isfinite(self.edge_width) or self.edge_width < 0):
+            raise ValueError(f"edge_width must be None or a length >= 0 in Å; got "
+                             f"{self.edge_width!r}")
+        if self.ring_size is not None and (
+                isinstance(self.ring_size, bool) or not isinstance(self.ring_size, numbers.Integral)
+                or self.ring_size < 3):
+            raise ValueError(f"ring_size must be None or an integer >= 3; got {self.ring_size!r}")
+        if (isinstance(self.min_pair_count, bool)
+                or not isinstance(self.min_pair_count, numbers.Integral)
+                or self.min_pair_count < 1):
+            raise ValueError(f"min_pair_count must be an integer >= 1; got "
+                             f"{self.min_pair_count!r}")
+        if self.image_shape is not None:
+            shape = tuple(self.image_shape) if isinstance(self.image_shape, (tuple, list)) else ()
+            if len(shape) != 2 or not all(isinstance(s, numbers.Integral) and s > 0
+                                          for s in shape):
+                raise ValueError(f"image_shape must be None or (height, width) in px; got "
+                                 f"{self.image_shape!r}")
+        return ps
+
+    def _check_species(self, max_class):
+        if self.species is None:
+            return [f"class{c}" for c in range(1, max(1, max_class) + 1)]
+        if isinstance(self.species, str) or not hasattr(self.species, "__iter__"):
+            raise TypeError(f"species must be a list of names; got {self.species!r}")
+        names = list(self.species)
+        if names and names[0] == "background":
+            names = names[1:]
+        for i, name in enumerate(names):
+            if name == "background":
+                raise ValueError(f"species: 'background' may only come first; got {self.species}")
+            _parse_species(name, f"species[{i}]")
+        if not names:
+            raise ValueError(f"species names no atom species; got {self.species!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"species has duplicate names: {self.species!r}")
+        return names
+
+    def _check_X(self, X, n_species=None):
+        """List of (positions in Å (n, 2) as (y, x), species index (n,), coordinates (n, 3))."""
+        if X is None:
+            raise ValueError("X is None; expected a list of (k_i, 3) coordinate arrays")
+        if isinstance(X, np.ndarray) and X.dtype != object:
+            if X.ndim == 2:
+                raise ValueError(
+                    f"X has shape {X.shape}: the coordinates of one image; pass a list of "
+                    f"(k_i, 3) arrays, e.g. [X]")
+            items = list(X)
+        elif isinstance(X, (list, tuple)) or (isinstance(X, np.ndarray) and X.dtype == object):
+            items = list(X)
+        else:
+            raise TypeError(f"X must be a list of (k_i, 3) arrays; got {type(X).__name__}")
+        if len(items) == 0:
+            raise ValueError("X is empty: it holds no images")
+        out = []
+        for i, c in enumerate(items):
+            arr = np.asarray(c)
+            if arr.size == 0:
+                arr = arr.reshape(0, 3)
+            if arr.dtype == object or arr.dtype.kind not in "biuf":
+                raise TypeError(f"X[{i}] must hold numbers; got dtype {arr.dtype}")
+            if arr.ndim != 2 or arr.shape[1] != 3:
+                raise ValueError(f"X[{i}] must have shape (k, 3) (row, col, class); got "
+                                 f"{arr.shape}")
+            arr = arr.astype(float)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"X[{i}] contains NaN or infinite values")
+            cls = arr[:, 2]
+            if np.any(cls != np.round(cls)):
+                raise ValueError(f"X[{i}][:, 2] must hold integer class indices")
+            cls = cls.astype(np.int64)
+            hi = n_species if n_species is not None else np.inf
+            bad = (cls < 1) | (cls > hi)
+            if np.any(bad):
+                c0 = int(cls[bad][0])
+                expected = (f"1..{n_species} (species {self.species_})"
+                            if n_species is not None else ">= 1")
+                raise ValueError(
+                    f"X[{i}] has class index {c0} out of range: expected {expected}; class 0 "
+                    f"is the background and is not an atom")
+            out.append(arr)
+        return out
+
+    # ---------------------------------------------------------------- learning
+    def fit(self, X, y=None):
+        """Learn the lattice (bond lengths, coordination, rings) and, with ``y``, kind names.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index (``>= 1``).
+        y : list of array-like of shape (k_i,) of str, default=None
+            Per-atom labels: ``"lattice"`` or the name of a known defect kind (e.g.
+            ``"vacancy"``, ``"dopant"``). Each defect found in the training images takes the
+            most common non-lattice label of its flagged atoms; its structural hash is then
+            predicted with that name.
+
+        Returns
+        -------
+        self : GraphDefectClassifier
+        """
+        ps = self._check_params()
+        coords = self._check_X(X)
+        max_class = max((int(c[:, 2].max()) for c in coords if len(c)), default=1)
+        self.species_ = self._check_species(max_class)
+        S = len(self.species_)
+        if max_class > S:
+            raise ValueError(f"X has class index {max_class} out of range: species "
+                             f"{self.species!r} names {S} atom classes (1..{S})")
+        if y is not None:
+            y = self._check_y(y, coords)
+        data = [(c[:, :2] * ps, c[:, 2].astype(np.int64) - 1) for c in coords]
+        self._learn_bonds(data)
+        self._learn_lattice(data, ps)
+        self.kind_names_, self.name_aliases_ = {}, {}
+        instances = self._find_all(coords)
+        if y is not None:
+            self._learn_names(instances, y)
+            instances = self._find_all(coords)
+        self.defects_ = self._catalogue_from(instances)
+        return self
+
+    def _check_y(self, y, coords):
+        if isinstance(y, str) or not hasattr(y, "__len__") or len(y) != len(coords):
+            raise ValueError(f"y must hold one label array per image ({len(coords)}); got "
+                             f"{type(y).__name__}")
+        out = []
+        for i, (lab, c) in enumerate(zip(y, coords)):
+            lab = np.asarray(lab, dtype=object).reshape(-1)
+            if len(lab) != len(c):
+                raise ValueError(f"y[{i}] has {len(lab)} labels for {len(c)} atoms in X[{i}]")
+            if not all(isinstance(v, str) for v in lab):
+                raise TypeError(f"y[{i}] must hold strings ('lattice' or a defect name)")
+            out.append(lab)
+        return out
+
+    def _learn_bonds(self, data):
+        S = len(self.species_)
+        nn = [cKDTree(p).query(p, k=2)[0][:, 1] for p, _ in data if len(p) >= 2]
+        samples = defaultdict(list)
+        if nn:
+            d1 = float(np.median(np.concatenate(nn)))
+            for p, s in data:
+                if len(p) < 2:
+                    continue
+                pairs = cKDTree(p).query_pairs((1 + _SHELL_WINDOW) * d1, output_type="ndarray")
+                if len(pairs) == 0:
+                    continue
+                d = np.linalg.norm(p[pairs[:, 0]] - p[pairs[:, 1]], axis=1)
+                a, b = np.sort(s[pairs], axis=1).T
+                key = a * S + b
+                for k in np.unique(key):
+                    samples[int(k)].append(d[key == k])
+        learned = {}
+        for k, ds in samples.items():
+            ds = np.concatenate(ds)
+            if len(ds) >= max(_WELL_SAMPLED, self.min_pair_count):
+                # the mode of the distance histogram: the median of the densest third
+                ds = np.sort(ds)
+                m = len(ds) // 3
+                start = int(np.argmin(ds[m - 1:] - ds[:len(ds) - m + 1]))
+                learned[divmod(k, S)] = (float(np.median(ds[start:start + m])), len(ds))
+            elif len(ds) >= self.min_pair_count:
+                learned[divmod(k, S)] = (float(np.median(ds)), len(ds))
+        # radii: well-sampled pair lengths = r_a + r_b, regularised towards the covalent radii
+        # scaled to the data; they predict the pairs seen rarely or never
+        well = {k: v for k, (v, c) in learned.items() if c >= _WELL_SAMPLED} or \
+            {k: v for k, (v, c) in learned.items()}
+        prior = np.array([_prior_radius(s) or np.nan for s in self.species_])
+        scale = [v / (prior[a] + prior[b]) for (a, b), v in well.items()
+                 if np.isfinite(prior[a] + prior[b])]
+        scale = float(np.median(scale)) if scale else 1.0
+        typical = float(np.median(list(well.values()))) if well else _FALLBACK_BOND
+        r0 = np.where(np.isfinite(prior), prior * scale, typical / 2)
+        rows, rhs = [], []
+        for (a, b), v in well.items():
+            row = np.zeros(S)
+            row[a] += 1
+            row[b] += 1
+            rows.append(row)
+            rhs.append(v)
+        lam = 0.1
+        A = np.vstack(rows + [lam * np.eye(S)]) if rows else lam * np.eye(S)
+        rhs = np.concatenate([rhs, lam * r0]) if rows else lam * r0
+        radius = np.linalg.lstsq(A, rhs, rcond=None)[0]
+        length = radius[:, None] + radius[None, :]
+        for (a, b), (v, c) in learned.items():
+            if c < _WELL_SAMPLED:  # shrink a few noisy samples towards the prediction
+                v = (c * v + _PSEUDO_COUNT * length[a, b]) / (c + _PSEUDO_COUNT)
+            length[a, b] = length[b, a] = v
+        # two common species never seen at bonding distance are not bonded (Mo-Mo in MoS2,
+        # Sr-TiO in SrTiO3: second neighbours)
+        counts = np.zeros(S)
+        for _, s in data:
+            counts += np.bincount(s, minlength=S)
+        common = counts >= _WELL_SAMPLED
+        bonded = np.ones((S, S), dtype=bool)
+        for a in range(S):
+            for b in range(a, S):
+                if common[a] and common[b] and (a, b) not in learned:
+                    bonded[a, b] = bonded[b, a] = False
+        self.bond_lengths_ = {(self.species_[a], self.species_[b]): float(length[a, b])
+                              for a in range(S) for b in range(S) if bonded[a, b]}
+        self.learned_pairs_ = sorted((self.species_[a], self.species_[b]) for a, b in learned)
+        if not learned:
+            warnings.warn(
+                f"fit found no atom pairs to measure bond lengths from (at least "
+                f"{self.min_pair_count} per species pair); bonds use covalent radii "
+                f"(or {_FALLBACK_BOND} Å for generic species) and may not match the lattice",
+                SklatomWarning, stacklevel=3)
+        self.bond_cutoffs_ = np.where(bonded, length * (1 + self.bond_tolerance), 0.0)
+
+    def _learn_lattice(self, data, ps):
+        S = len(self.species_)
+        counts = np.zeros(S)
+        for _, s in data:
+            counts += np.bincount(s, minlength=S)
+        if self.host_species is not None:
+            hosts = list(self.host_species)
+            for h in hosts:
+                if h not in self.species_:
+                    raise ValueError(f"host_species names {h!r}, which is not among species "
+                                     f"{self.species_}")
+        else:
+            frac = counts / max(counts.sum(), 1)
+            hosts = [s for s, f in zip(self.species_, frac) if f >= self.dopant_fraction]
+            if not hosts:
+                hosts = [self.species_[int(np.argmax(counts))]]
+        self.host_species_ = hosts
+        self.dopant_species_ = [s for s in self.species_ if s not in hosts]
+        host_lengths = [self.bond_lengths_[(a, b)] for a in hosts for b in hosts
+                        if (a, b) in self.bond_lengths_] or [_FALLBACK_BOND]
+        longest = max(host_lengths)
+        self.typical_bond_length_ = float(np.median(host_lengths))
+        self.edge_width_ = (1.15 * longest if self.edge_width is None
+                            else float(self.edge_width))
+        coord_hist = [Counter() for _ in range(S)]
+        neigh = np.zeros((S, S))
+        faces = Counter()
+        for p, s in data:
+            g, edge = self._graph(p, s, ps, leave_out=False)
+            inner = ~edge
+            for a in range(S):
+                coord_hist[a].update(g.coordination[inner & (s == a)].tolist())
+            if len(g.src):
+                ok = inner[g.src]
+                np.add.at(neigh, (s[g.src[ok]], s[g.dst[ok]]), 1)
+                fa = np.unique(g.face[g.face_inner[g.face]])
+                faces.update(g.face_size[fa].tolist())
+        given = dict(self.coordination or {})
+        for key in given:
+            if key not in self.species_:
+                raise ValueError(f"coordination names species {key!r}, not among species "
+                                 f"{self.species_}")
+        self.coordination_ = {}
+        for a, name in enumerate(self.species_):
+            if name in given:
+                self.coordination_[name] = int(given[name])
+            elif name in hosts and coord_hist[a]:
+                self.coordination_[name] = int(coord_hist[a].most_common(1)[0][0])
+        host_modes = Counter()
+        for name in hosts:
+            if name in self.coordination_:
+                host_modes[self.coordination_[name]] += counts[self.species_.index(name)]
+        for a, name in enumerate(self.species_):
+            if name in self.coordination_:
+                continue
+            if sum(coord_hist[a].values()) >= 3:
+                self.coordination_[name] = int(coord_hist[a].most_common(1)[0][0])
+            elif host_modes:  # a rare dopant sits on a host site
+                self.coordination_[name] = int(host_modes.most_common(1)[0][0])
+        if self.ring_size is not None:
+            self.ring_size_ = int(self.ring_size)
+        elif faces:
+            self.ring_size_ = int(faces.most_common(1)[0][0])
+        else:
+            self.ring_size_ = 6
+        # which species a host atom's neighbours are (to name the missing atom of a vacancy)
+        self.neighbor_species_ = {}
+        for a, name in enumerate(self.species_):
+            if neigh[a].sum() > 0:
+                b = int(np.argmax(neigh[a]))
+                if neigh[a, b] >= 0.9 * neigh[a].sum():
+                    self.neighbor_species_[name] = self.species_[b]
+
+    def _learn_names(self, instances, y):
+        by_hash, by_name = defaultdict(Counter), defaultdict(Counter)
+        for inst in instances:
+            labels = [lab for lab in y[inst["image"]][inst["atoms"]] if lab != "lattice"]
+            label = Counter(labels).most_common(1)[0][0] if labels else None
+            if label is not None:
+                by_hash[inst["hash"]][label] += 1
+            by_name[inst["generated_name"]][label] += 1
+        self.kind_names_ = {h: c.most_common(1)[0][0] for h, c in by_hash.items()}
+        self.name_aliases_ = {}
+        for name, c in by_name.items():
+            label, n = c.most_common(1)[0]
+            if label is not None and n == sum(c.values()):
+                self.name_aliases_[name] = label
+
+    # ---------------------------------------------------------------- analysis
+    def _graph(self, pos, spc, ps, border=None, leave_out=True):
+        z_max = None
+        if leave_out:  # after learning: leave out atoms inside rings
+            z_max = np.array([self.coordination_.get(s, -3) + 1 for s in self.species_])
+        bi, bj, tree, interstitial = _bonds(pos, spc, self.bond_cutoffs_, z_max)
+        g = _Graph(pos, spc, bi, bj)
+        g.tree, g.interstitial = tree, interstitial
+        border = border or _Border(pos, ps, self.image_shape)
+        edge = border.distance(pos) < self.edge_width_
+        return g, edge
+
+    def _analyse(self, coords):
+        """Graph, flags and defects of one image."""
+        ps = float(self.pixel_size)
+        pos = coords[:, :2] * ps
+        spc = coords[:, 2].astype(np.int64) - 1
+        n = len(pos)
+        border = _Border(pos, ps, self.image_shape)
+        g, edge = self._graph(pos, spc, ps, border)
+        expected = np.array([self.coordination_.get(s, -1) for s in self.species_])[spc] \
+            if n else np.zeros(0, dtype=np.int64)
+        dopant_sp = np.array([s in self.dopant_species_ for s in self.species_])
+        dopant = dopant_sp[spc] if n else np.zeros(0, dtype=bool)
+        inter = g.interstitial
+        host = ~dopant & (expected >= 0) & ~inter
+        missing_in, missing_out, sites, owners = self._missing_neighbours(
+            g, border, edge, (expected >= 0) & ~inter, expected)
+        coord_bad = host & ((missing_in > 0) | (~edge & (g.coordination > expected)))
+        ring = self.ring_size_
+        size = g.face_size
+        anomalous_ring = g.face_inner & (size != ring) & (size <= ring + 2)
+        hole = g.face_inner & (size > ring + 2) & (size <= _MAX_HOLE_FACTOR * ring)
+        a_src, a_face = g.atom_faces()
+        ring_bad = np.zeros(n, dtype=bool)
+        ring_bad[a_src[anomalous_ring[a_face]]] = True
+        ring_bad &= ~edge
+        flagged = dopant | coord_bad | ring_bad | inter
+        nf = len(size)
+        # group flagged atoms: atoms of the same anomalous ring; bonded dopants or bonded
+        # miscoordinated atoms; atoms missing the same or adjacent neighbours. Sites of missing
+        # neighbours that coincide are one missing atom, missing atoms a bond apart one
+        # multi-vacancy. (A vacancy next to, but not inside, a Stone-Wales defect, or two
+        # vacancies that are second neighbours, stay separate defects.)
+        both = (flagged[g.src] & flagged[g.dst]
+                & (dopant[g.src] | dopant[g.dst] | (coord_bad[g.src] & coord_bad[g.dst])))
+        link = flagged[a_src] & anomalous_ring[a_face]
+        ns = len(sites)
+        near = np.zeros((0, 2), dtype=np.int64)
+        if ns > 1:
+            reach = 1.3 * self.typical_bond_length_
+            near = cKDTree(sites).query_pairs(reach, output_type="ndarray").reshape(-1, 2)
+        keep_site = flagged[owners]
+        rows = np.concatenate([g.src[both], a_src[link], owners[keep_site],
+                               n + nf + near[:, 0]])
+        cols = np.concatenate([g.dst[both], n + a_face[link], n + nf + np.flatnonzero(keep_site),
+                               n + nf + near[:, 1]])
+        adj = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
+                         shape=(n + nf + ns,) * 2)
+        _, comp = connected_components(adj, directed=False)
+        comp = comp[:n]
+        ids = np.unique(comp[flagged])
+        cluster = np.full(n, -1, dtype=np.int64)
+        cluster[flagged] = np.searchsorted(ids, comp[flagged])
+        return dict(g=g, edge=edge, missing_in=missing_in, missing_out=missing_out,
+                    sites=sites, owners=owners,
+                    expected=expected, dopant=dopant, flagged=flagged,
+                    cluster=cluster, n_clusters=len(ids), anomalous_ring=anomalous_ring,
+                    hole=hole, coord_bad=coord_bad)
+
+    def _missing_neighbours(self, g, border, edge, host, expected):
+        """Missing neighbours of each host atom, split into inside and outside the image.
+
+        The bonds of an atom fill the angular gaps between its present bonds in steps of
+        ``360 / z`` degrees (z the expected coordination: 120 in a honeycomb, 90 in a square
+        lattice); a gap of ``k`` steps holds ``k - 1`` missing neighbours, placed one bond length
+        away. Those whose site lies outside the image or the atoms' convex hull (or within 0.3
+        bond lengths of it) are missing because of the border, not because of a vacancy; so are
+        those of edge atoms whose site no other atom misses. A site that holds an atom is a
+        stretched bond and counts as neither.
+
+        Returns
+        -------
+        inside, outside : ndarray of shape (n,), dtype int
+        sites : ndarray of shape (n_sites, 2)
+            Sites (y, x) in Å of the missing neighbours inside the image.
+        owners : ndarray of shape (n_sites,)
+            The atom each site is missing from.
+        """
+        n = g.n
+        inside = np.zeros(n, dtype=np.int64)
+        outside = np.zeros(n, dtype=np.int64)
+        coord = g.coordination
+        lonely = host & (coord == 0) & (expected > 0)
+        inside[lonely & ~edge] = expected[lonely & ~edge]
+        outside[lonely & edge] = expected[lonely & edge]
+        under = host & (coord > 0) & (coord < expected)
+        e = np.flatnonzero(under[g.src])
+        if len(e) == 0:
+            return inside, outside, np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+        a = g.src[e]
+        last = g.indptr[a + 1] - 1
+        nxt = np.where(e == last, g.indptr[a], e + 1)
+        gap = (g.angle[nxt] - g.angle[e]) % (2 * np.pi)
+        gap = np.where(coord[a] == 1, 2 * np.pi, gap)
+        step = 2 * np.pi / expected[a]
+        k = np.maximum(np.round(gap / step).astype(np.int64) - 1, 0)
+        rep = np.repeat(np.arange(len(e)), k)
+        j = np.arange(len(rep)) - np.repeat(np.cumsum(k) - k, k) + 1
+        theta = g.angle[e][rep] + j * step[rep]
+        atom = a[rep]
+        bond = (np.bincount(g.src, g.length, n) / np.maximum(coord, 1))[atom]
+        site = g.pos[atom] + bond[:, None] * np.column_stack([np.sin(theta), np.cos(theta)])
+        out = border.distance(site) < 0.3 * bond
+        # a "missing" neighbour whose site holds an atom is a stretched bond, not a vacancy
+        occupied = np.zeros(len(site), dtype=bool)
+        if len(site) and g.tree is not None:
+            occupied = g.tree.query(site, distance_upper_bound=0.5 * bond.max())[0] \
+                < 0.5 * bond
+        keep = ~out & ~occupied
+        # near the border the site of a missing neighbour is a guess (the lattice there may be
+        # cut through a distorted ring): an edge atom's site counts only when another atom
+        # misses the same site
+        lone = keep & edge[atom]
+        if np.any(lone):
+            idx = np.flatnonzero(keep)
+            pairs = cKDTree(site[idx]).query_pairs(0.6 * float(bond.max()),
+                                                   output_type="ndarray")
+            pairs = idx[pairs.reshape(-1, 2)]
+            pairs = pairs[atom[pairs[:, 0]] != atom[pairs[:, 1]]]
+            shared = np.zeros(len(site), dtype=bool)
+            shared[pairs.ravel()] = True
+            keep &= ~lone | shared
+            out |= lone & ~shared
+        inside += np.bincount(atom[keep], minlength=n)
+        outside += np.bincount(atom[out], minlength=n)
+        return inside, outside, site[keep], atom[keep]
+
+    def _describe(self, res, members):
+        """Name, hash and networkx graph of one defect (its flagged atoms ``members``)."""
+        g = res["g"]
+        core = set(members.tolist())
+        nbrs = {int(a): g.dst[g.indptr[a]:g.indptr[a + 1]].tolist() for a in members}
+        shell = sorted({b for a in core for b in nbrs[a]} - core)
+        names = self.species_
+        # dopants and their neighbours
+        parts = []
+        inter = [a for a in members if g.interstitial[a]]
+        dop = [a for a in members if res["dopant"][a] and not g.interstitial[a]]
+        if dop:
+            host_nb = {b for a in dop for b in nbrs[int(a)] if not res["dopant"][b]}
+            parts.append(_formula(Counter(names[g.spc[a]] for a in dop))
+                         + _formula(Counter(names[g.spc[b]] for b in host_nb)))
+        # interstitials (atoms inside a ring: adatoms, or false detections)
+        if inter:
+            kinds = Counter(names[g.spc[a]] for a in inter)
+            if len(self.host_species_) == 1 and set(kinds) == set(self.host_species_):
+                parts.append(f"I{len(inter)}")
+            else:
+                parts.append("I" + _formula(kinds))
+        # vacancies from missing neighbours
+        m, under = 0, set()
+        sel = np.isin(res["owners"], members)
+        if np.any(sel):
+            sites, owners = res["sites"][sel], res["owners"][sel]
+            merge = 0.6 * float(np.median(g.length[np.isin(g.src, owners)])) \
+                if np.isin(g.src, owners).any() else 0.6 * _FALLBACK_BOND
+            pairs = cKDTree(sites).query_pairs(merge, output_type="ndarray")
+            adj = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                             shape=(len(sites),) * 2)
+            m = connected_components(adj, directed=False)[0]
+            under = {names[g.spc[a]] for a in owners}
+        if m > 0:
+            miss = {self.neighbor_species_.get(s) for s in under}
+            tag = ""
+            if len(self.host_species_) > 1 and len(miss) == 1 and None not in miss:
+                tag = "_" + miss.pop()
+            parts.append(f"V{m}{tag}")
+        # rings
+        a_src, a_face = g.atom_faces()
+        sel = np.isin(a_src, members)
+        fs = np.unique(a_face[sel])
+        small = sorted(g.face_size[fs[res["anomalous_ring"][fs]]].tolist())
+        holes = sorted(g.face_size[fs[res["hole"][fs]]].tolist())
+        rings = small if (small or m > 0) else holes
+        at_border = bool(np.any(res["edge"][members]) or np.any(res["missing_out"][members])
+                         or not np.all(g.face_inner[fs]))
+        if small == [5, 5, 7, 7] or (at_border and small in ([5, 7], [5, 5, 7], [5, 7, 7])):
+            # a 5-7-7-5 ring group, possibly cut by the image border
+            parts.append("SW")
+        elif rings:
+            cnt = Counter(sorted(rings))
+            parts.append("R" + "-".join(f"{k}x{v}" if v > 1 else f"{k}"
+                                        for k, v in sorted(cnt.items())))
+        if not parts:
+            parts.append("X" + _formula(Counter(names[g.spc[a]] for a in members)))
+        name = "+".join(parts)
+        # structural hash of flagged atoms and their first neighbours
+        nodes = sorted(core) + shell
+        G = nx.Graph()
+        for a in nodes:
+            # at the border, missing neighbours are outside the image: count them as present
+            c = int(g.coordination[a] + res["missing_out"][a])
+            role = "i" if g.interstitial[a] else ("d" if a in core else "n")
+            G.add_node(a, label=f"{names[g.spc[a]]}:{c}:{role}")
+        for a in core:
+            for b in nbrs[a]:
+                G.add_edge(a, b)
+        node_set = set(nodes)
+        for a in shell:
+            for b in g.dst[g.indptr[a]:g.indptr[a + 1]]:
+                if int(b) in node_set:
+                    G.add_edge(a, int(b))
+        h = nx.weisfeiler_lehman_graph_hash(G, node_attr="label", iterations=3, digest_size=8)
+        return name, h, G
+
+    def _instances(self, i, coords):
+        res = self._analyse(coords)
+        out = []
+        order = np.argsort(res["cluster"], kind="stable")
+        cl = res["cluster"][order]
+        starts = np.searchsorted(cl, np.arange(res["n_clusters"]))
+        ends = np.searchsorted(cl, np.arange(res["n_clusters"]), side="right")
+        for c, (s0, s1) in enumerate(zip(starts, ends)):
+            members = np.sort(order[s0:s1])
+            gen, h, _ = self._describe(res, members)
+            centre = coords[members, :2].mean(axis=0)
+            out.append(dict(image=i, cluster=c, atoms=members, generated_name=gen, hash=h,
+                            row=float(centre[0]), col=float(centre[1]),
+                            n_atoms=len(members)))
+        return res, out
+
+    def _name(self, inst):
+        if inst["hash"] in self.kind_names_:
+            return self.kind_names_[inst["hash"]]
+        return self.name_aliases_.get(inst["generated_name"], inst["generated_name"])
+
+    def _find_all(self, coords, keep_results=False):
+        jobs = (delayed(self._instances)(i, c) for i, c in enumerate(coords))
+        results = Parallel(n_jobs=self.n_jobs)(jobs)
+        instances = []
+        for _, inst in results:
+            for d in inst:
+                d["name"] = self._name(d)
+            instances.extend(inst)
+        if keep_results:
+            return [r for r, _ in results], instances
+        return instances
+
+    def _prepare(self, X):
+        check_is_fitted(self, "species_")
+        self._check_params()
+        return self._check_X(X, len(self.species_))
+
+    # ---------------------------------------------------------------- public API
+    def predict(self, X):
+        """Label every atom: ``"lattice"`` or the name of the defect it belongs to.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        labels : list of ndarray of shape (k_i,), dtype object
+            One string per atom. Defects of a kind named in ``fit``'s ``y`` get that name,
+            others their generated name (see the module's naming scheme).
+        """
+        coords = self._prepare(X)
+        results, instances = self._find_all(coords, keep_results=True)
+        labels = [np.full(len(c), "lattice", dtype=object) for c in coords]
+        for d in instances:
+            labels[d["image"]][d["atoms"]] = d["name"]
+        return labels
+
+    def find_defects(self, X):
+        """One row per defect found in ``X``.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        defects : pandas.DataFrame
+            Columns ``image``, ``name``, ``generated_name``, ``hash``, ``row``, ``col`` (centroid
+            of the flagged atoms in px), ``n_atoms`` (flagged atoms) and ``atoms`` (their
+            indices into ``X[image]``).
+        """
+        coords = self._prepare(X)
+        return self._instance_frame(self._find_all(coords))
+
+    @staticmethod
+    def _instance_frame(instances):
+        cols = ["image", "name", "generated_name", "hash", "row", "col", "n_atoms", "atoms"]
+        return pd.DataFrame([{k: d[k] for k in cols} for d in instances], columns=cols)
+
+    def catalogue(self, X):
+        """The defect kinds in ``X`` with counts, hashes and example locations.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        catalogue : pandas.DataFrame
+            One row per kind (name, hash), most common first: ``name``, ``hash``, ``count``,
+            ``n_images``, ``n_atoms`` (flagged atoms per defect) and ``examples`` (up to five
+            ``(image, row, col)`` locations in px).
+        """
+        coords = self._prepare(X)
+        return self._catalogue_from(self._find_all(coords))
+
+    @staticmethod
+    def _catalogue_from(instances):
+        cols = ["name", "hash", "count", "n_images", "n_atoms", "examples"]
+        groups = defaultdict(list)
+        for d in instances:
+            groups[(d["name"], d["hash"])].append(d)
+        rows = []
+        for (name, h), ds in groups.items():
+            rows.append(dict(name=name, hash=h, count=len(ds),
+                             n_images=len({d["image"] for d in ds}),
+                             n_atoms=int(np.median([d["n_atoms"] for d in ds])),
+                             examples=[(d["image"], round(d["row"], 1), round(d["col"], 1))
+                                       for d in ds[:5]]))
+        df = pd.DataFrame(rows, columns=cols)
+        return df.sort_values(["count", "name"], ascending=[False, True],
+                              ignore_index=True)
+
+    def transform(self, X):
+        """Per-atom graph features, for clustering atoms with scikit-learn.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        features : ndarray of shape (sum k_i, n_features)
+            Rows are the atoms of all images in order. Columns (see
+            :meth:`get_feature_names_out`): coordination, missing neighbours (expected minus
+            actual, 0 for dopants), mean bond length (Å, 0 without bonds), bond-angle spread
+            (standard deviation of the angles between angularly adjacent bonds, degrees),
+            smallest ring around the atom (0 if none), number of rings of size 3 to 8 and
+            larger (holes) around it, edge (1 for edge atoms), dopant (1 for dopants) and
+            interstitial (1 for atoms inside a ring, left out of the graph).
+        """
+        coords = self._prepare(X)
+        results = Parallel(n_jobs=self.n_jobs)(delayed(self._analyse)(c) for c in coords)
+        feats = [self._features(r) for r in results]
+        return np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
+
+    def _features(self, res):
+        g = res["g"]
+        n = g.n
+        f = np.zeros((n, len(FEATURE_NAMES)))
+        if n == 0:
+            return f
+        coord = g.coordination
+        f[:, 0] = coord
+        f[:, 1] = res["missing_in"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f[:, 2] = np.where(coord > 0, np.bincount(g.src, g.length, n) / coord, 0)
+        if len(g.src):
+            nxt = np.arange(len(g.src)) + 1
+            last = g.indptr[g.src + 1] - 1
+            nxt = np.where(np.arange(len(g.src)) == last, g.indptr[g.src], nxt)
+            gap = np.degrees((g.angle[nxt] - g.angle) % (2 * np.pi))
+            gap = np.where(coord[g.src] == 1, 360.0, gap)
+            mean = np.bincount(g.src, gap, n) / np.maximum(coord, 1)
+            var = np.bincount(g.src, (gap - mean[g.src]) ** 2, n) / np.maximum(coord, 1)
+            f[:, 3] = np.where(coord >= 2, np.sqrt(var), 0)
+            a_src, a_face = g.atom_faces()
+            inner = g.face_inner[a_face]
+            sizes = g.face_size[a_face]
+            smallest = np.full(n, np.iinfo(np.int64).max)
+            np.minimum.at(smallest, a_src[inner], sizes[inner])
+            f[:, 4] = np.where(smallest == np.iinfo(np.int64).max, 0, smallest)
+            for col, k in enumerate(range(3, 9), start=5):
+                sel = inner & (sizes == k)
+                f[:, col] = np.bincount(a_src[sel], minlength=n)
+            sel = inner & (sizes > 8)
+            f[:, 11] = np.bincount(a_src[sel], minlength=n)
+        f[:, 12] = res["edge"]
+        f[:, 13] = res["dopant"]
+        f[:, 14] = g.interstitial
+        return f
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the columns of :meth:`transform`.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (the input is not a table).
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        return np.asarray(FEATURE_NAMES, dtype=object)
+
+    def graphs(self, X):
+        """The bond graph of every image as a networkx graph (slow for very large images).
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        graphs : list of networkx.Graph
+            Nodes are atom indices with attributes ``species``, ``position`` ((y, x) in Å),
+            ``coordination``, ``edge`` and ``label`` (as :meth:`predict`); edges carry
+            ``length`` in Å.
+        """
+        coords = self._prepare(X)
+        results, instances = self._find_all(coords, keep_results=True)
+        labels = [np.full(len(c), "lattice", dtype=object) for c in coords]
+        for d in instances:
+            labels[d["image"]][d["atoms"]] = d["name"]
+        out = []
+        for res, lab in zip(results, labels):
+            g = res["g"]
+            G = nx.Graph()
+            for a in range(g.n):
+                G.add_node(a, species=self.species_[g.spc[a]],
+                           position=(float(g.pos[a, 0]), float(g.pos[a, 1])),
+                           coordination=int(g.coordination[a]), edge=bool(res["edge"][a]),
+                           label=lab[a])
+            keep = g.src < g.dst
+            G.add_edges_from((int(a), int(b), {"length": float(d)}) for a, b, d in
+                             zip(g.src[keep], g.dst[keep], g.length[keep]))
+            out.append(G)
+        return out
+
+    def bonds(self, X):
+        """Bonded atom pairs per image.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (k_i, 3)
+            Atoms per image: row, col (px) and class index.
+
+        Returns
+        -------
+        bonds : list of ndarray of shape (n_bonds_i, 2), dtype int
+            Atom index pairs ``(i, j)`` with ``i < j``.
+        """
+        coords = self._prepare(X)
+        ps = float(self.pixel_size)
+        out = []
+        for c in coords:
+            g, _ = self._graph(c[:, :2] * ps, c[:, 2].astype(np.int64) - 1, ps)
+            keep = g.src < g.dst
+            bi, bj = g.src[keep], g.dst[keep]
+            out.append(np.column_stack([bi, bj]).astype(np.int64).reshape(-1, 2))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# plotting
+# --------------------------------------------------------------------------------------------
+def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, estimator=None,
+                      species=None, cmap="gray", bond_color="0.6"):
+    """Show an image with its bond graph and atoms coloured by defect kind.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width) or None
+        The image (shown in grey under the graph); None draws the graph only.
+    coordinates : ndarray of shape (k, 3)
+        Atoms: row, col (px) and class index.
+    labels : array-like of shape (k,) of str
+        Per-atom labels, e.g. one entry of :meth:`GraphDefectClassifier.predict`.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default the current axes.
+    pixel_size : float, optional
+        Pixel size in Å/px, needed only when ``estimator`` is None (bonds are then learned
+        from this image alone); None then measures in pixels.
+    estimator : GraphDefectClassifier, optional
+        A fitted classifier whose bond rules draw the bonds.
+    species : list of str, optional
+        Species names for the classes when ``estimator`` is None.
+    cmap : str, default="gray"
+        Colour map of the image.
+    bond_color : color, default="0.6"
+        Colour of the bond lines.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The axes, with one scatter per label and a legend naming the labels.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> coords = np.array([[10, 10, 1], [10, 24, 1], [22, 17, 1]], dtype=float)
+    >>> ax = plot_defect_graph(None, coords, ["lattice", "lattice", "V1"], pixel_size=0.1)
+    >>> sorted(t.get_text() for t in ax.get_legend().get_texts())
+    ['V1', 'lattice']
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    coords = np.asarray(coordinates, dtype=float).reshape(-1, 3)
+    labels = np.asarray(labels, dtype=object).reshape(-1)
+    if len(labels) != len(coords):
+        raise ValueError(f"labels has {len(labels)} entries for {len(coords)} atoms in "
+                         f"coordinates; expected one label per atom")
+    if ax is None:
+        ax = plt.gca()
+    if image is not None:
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f"image must be 2-D (height, width); got shape {image.shape}")
+        ax.imshow(image, cmap=cmap)
+    if estimator is None and len(coords):
+        estimator = GraphDefectClassifier(
+            species=species, pixel_size=1.0 if pixel_size is None else pixel_size)
+        estimator.fit([coords])
+    if len(coords) >= 2:
+        (pairs,) = estimator.bonds([coords])
+        segs = coords[pairs][:, :, [1, 0]]
+        ax.add_collection(LineCollection(segs, colors=bond_color, linewidths=1.0, zorder=1,
+                                         label="_bonds"))
+    kinds = sorted(set(labels.tolist()), key=lambda s: (s != "lattice", s))
+    colours = plt.get_cmap("tab10")
+    for i, kind in enumerate(kinds):
+        sel = labels == kind
+        ax.scatter(coords[sel, 1], coords[sel, 0], s=12 if kind == "lattice" else 30,
+                   color=colours(i % 10), label=kind, zorder=2)
+    if kinds:
+        ax.legend(loc="upper right", fontsize="small")
+    if image is None and len(coords):
+        ax.set_aspect("equal")
+        ax.invert_yaxis() if not ax.yaxis_inverted() else None
+    return ax
