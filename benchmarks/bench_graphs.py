@@ -39,10 +39,12 @@ def graphene(n_atoms, n_defects=10, seed=0):
     lo, hi = xy.min(0) + 6, xy.max(0) - 6
     tree = cKDTree(xy)
     centres = []
-    while len(centres) < 3 * n_defects:  # at least 10 Å apart
+    for _ in range(1000 * n_defects):  # at least 10 Å apart, as many as fit
         c = rng.uniform(lo, hi)
         if all(np.hypot(*(c - p)) > 10 for p in centres):
             centres.append(c)
+        if len(centres) == 3 * n_defects:
+            break
     sites = tree.query(np.array(centres))[1]
     keep = np.ones(len(xy), dtype=bool)
     for k, s in enumerate(sites):
