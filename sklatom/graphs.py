@@ -13,9 +13,10 @@
    than the lattice's, or a ring other than the lattice's (5, 7 and 8 rings in graphene). Atoms
    within ``edge_width`` of the image border or of the convex hull of the atoms are "edge"
    atoms, never flagged for missing neighbours or rings;
-4. groups flagged atoms into defects (bonded, or around the same anomalous ring or hole) and
-   names each defect from its composition and structure, with a structural hash that tells
-   apart different structures of the same formula.
+4. groups flagged atoms into defects (atoms of the same anomalous ring, bonded dopants or
+   miscoordinated atoms, atoms missing the same or adjacent neighbour sites) and names each
+   defect from its composition and structure, with a structural hash that tells apart
+   different structures of the same formula.
 
 The core computation runs on numpy/scipy arrays (KD-tree, sparse adjacency), so a million atoms
 take seconds; networkx graphs are built only for the (small) defects and on request
@@ -36,6 +37,10 @@ A defect's name joins the parts that apply with ``"+"``:
   it is clear from the lattice's neighbour pattern: ``"V1_Mo"``;
 * rings: ``"SW"`` for the 5-7-7-5 rings of a Stone-Wales defect, otherwise ``"R"`` and the
   sizes of the anomalous rings, e.g. ``"R5x2-8"`` for a relaxed 5-8-5 divacancy;
+* interstitials: ``"I<m>"`` for atoms left out of the graph because they sit inside a ring
+  (an adatom over a hexagon, or a false detection there) or double another atom (closer than a
+  third of a bond); ``"I"`` and their formula when they are not the single host species,
+  e.g. ``"ISi1"``;
 * none of these (an odd coordination only): ``"X"`` and the formula of the flagged atoms.
 
 Names are a function of the structure, so the same structure gets the same name in every
@@ -144,8 +149,10 @@ def _bonds(pos, spc, cutoff, z_max=None):
     cutoff : ndarray of shape (n_species, n_species)
         Bond cutoff in Å per species pair.
     z_max : ndarray of shape (n_species,) or None
-        Atoms with more than ``z_max`` atoms within the cutoff (an atom in the middle of a
-        ring: an interstitial, adatom or false detection) are left out of the graph.
+        If given, atoms with more than ``z_max`` atoms within the cutoff that are bonded to
+        each other (an atom in the middle of a ring: an interstitial, adatom or false
+        detection), and the second of two atoms closer than a third of their cutoff (a double
+        detection), are left out of the graph.
 
     Returns
     -------
@@ -179,7 +186,11 @@ def _bonds(pos, spc, cutoff, z_max=None):
     indptr = np.concatenate([[0], np.cumsum(deg)])
     cand = d <= cutoff[spc[i], spc[j]]
     if z_max is not None:
-        interstitial = _inside_rings(i[cand], j[cand], n, z_max[spc])
+        # double detections: of two atoms closer than a third of a bond, keep the first
+        close = d < cutoff[spc[i], spc[j]] / 3
+        interstitial[np.maximum(i[close], j[close])] = True
+        cand &= ~interstitial[i] & ~interstitial[j]
+        interstitial |= _inside_rings(i[cand], j[cand], n, z_max[spc])
         cand &= ~interstitial[i] & ~interstitial[j]
     ci, cj, cd = i[cand], j[cand], d[cand]
     if len(ci) == 0:
@@ -396,8 +407,10 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    Atoms flagged as defects are grouped when bonded or when they lie on the same anomalous
-    ring or hole (so the three undercoordinated neighbours of a vacancy form one defect). In
+    Atoms flagged as defects are grouped when they lie on the same anomalous ring, when
+    bonded dopants or miscoordinated atoms, or when they miss the same (or adjacent) neighbour
+    sites, so the three undercoordinated neighbours of a vacancy form one defect even where
+    the image border cuts the hole open. In
     ``predict`` only these flagged atoms carry the defect name; their lattice-like neighbours
     (the three C around a Si dopant) are part of the defect's graph and name but are labelled
     ``"lattice"``. A Stone-Wales defect flags the atoms of its four rings (16 in graphene).
@@ -1103,7 +1116,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             (standard deviation of the angles between angularly adjacent bonds, degrees),
             smallest ring around the atom (0 if none), number of rings of size 3 to 8 and
             larger (holes) around it, edge (1 for edge atoms), dopant (1 for dopants) and
-            interstitial (1 for atoms inside a ring, left out of the graph).
+            interstitial (1 for atoms left out of the graph: inside a ring, or the second of a
+            double detection).
         """
         coords = self._prepare(X)
         results = Parallel(n_jobs=self.n_jobs)(delayed(self._analyse)(c) for c in coords)

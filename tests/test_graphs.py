@@ -257,6 +257,27 @@ def test_hbn_and_square_lattice():
     assert np.hypot(*(found[["row", "col"]].to_numpy()[0] - cols.coordinates[gone, :2])) < 2
 
 
+def test_adatoms_and_double_detections_leave_the_lattice_alone():
+    cols, _ = sample("graphene", {}, 7, fov=(30.0, 30.0))
+    c = cols.coordinates
+    clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS).fit([c])
+    (bonds,) = clf.bonds([c])
+    # the centre of a hexagon near the middle: two bonds at 120° add up to the vector from an
+    # atom to the centre of the hexagon between them
+    mid = np.argmin(np.hypot(c[:, 0] - 150, c[:, 1] - 150))
+    nb = np.concatenate([bonds[bonds[:, 0] == mid, 1], bonds[bonds[:, 1] == mid, 0]])
+    hexagon_centre = c[mid, :2] + (c[nb[0], :2] - c[mid, :2]) + (c[nb[1], :2] - c[mid, :2])
+    assert np.min(np.hypot(*(c[:, :2] - hexagon_centre).T)) * PS > 1.3
+    far = np.argmin(np.hypot(c[:, 0] - 80, c[:, 1] - 220))
+    double = c[far] + [0.5, 0.0, 0.0]  # 0.05 Å from a real atom
+    X = [np.vstack([c, [[*hexagon_centre, 1.0]], double])]
+    found = clf.find_defects(X)
+    assert sorted(found["name"]) == ["I1", "I1"]
+    labels = clf.predict(X)[0]
+    assert list(labels[-2:]) == ["I1", "I1"] and set(labels[:-2]) == {"lattice"}
+    assert clf.transform(X)[-2:, FEATURE_NAMES.index("interstitial")].tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("image_shape", [None, (400, 400)])
 def test_perfect_lattice_edges_are_not_defects(image_shape):
     for seed in range(4):
