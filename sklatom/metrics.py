@@ -187,13 +187,44 @@ def _check_zero_division(zero_division):
                          f"{zero_division!r}")
 
 
-def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division):
+def _image_shapes(image_shape, n):
+    """One (height, width) per image from a single shape or a sequence of shapes."""
+    if image_shape is None:
+        raise ValueError("ignore_border needs image_shape: the (height, width) of the images in "
+                         "px, or one shape per image")
+    shapes = np.asarray(image_shape, dtype=float)
+    if shapes.ndim == 1 and shapes.shape == (2,):
+        return [tuple(shapes)] * n
+    if shapes.ndim == 2 and shapes.shape == (n, 2):
+        return [tuple(s) for s in shapes]
+    raise ValueError(f"image_shape must be (height, width) or {n} such pairs; got "
+                     f"{image_shape!r}")
+
+
+def _away_from_border(coords, shape, margin_px):
+    """Rows of coords whose centre is at least margin_px inside the image edge."""
+    if margin_px <= 0 or len(coords) == 0:
+        return coords
+    h, w = shape
+    r, c = coords[:, 0], coords[:, 1]
+    edge = np.minimum.reduce([r + 0.5, c + 0.5, h - 0.5 - r, w - 0.5 - c])
+    return coords[edge >= margin_px]
+
+
+def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
+                 ignore_border=0.0, image_shape=None):
     n_pred = n_true = n_matched = n_same = 0
     d2 = []
     has_cls = True
+    if ignore_border:
+        shapes = _image_shapes(image_shape, len(pred))
+        margin = ignore_border / pixel_size if pixel_size else ignore_border
     for k, (p, t) in enumerate(zip(pred, true)):
         p = _check_coords(p, f"pred[{k}]" if len(pred) > 1 else "pred")
         t = _check_coords(t, f"true[{k}]" if len(true) > 1 else "true")
+        if ignore_border:
+            p = _away_from_border(p, shapes[k], margin)
+            t = _away_from_border(t, shapes[k], margin)
         m = match_atoms(p, t, tolerance, pixel_size, per_class)
         n_pred += len(p)
         n_true += len(t)
@@ -218,7 +249,7 @@ def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division):
 
 
 def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
-                zero_division="warn"):
+                zero_division="warn", ignore_border=0.0, image_shape=None):
     """Precision, recall, F1 and position RMSE of predicted atoms.
 
     Parameters
@@ -240,6 +271,13 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
         true atoms. ``"warn"`` uses 1.0 (no false positives / nothing missed) and emits a
         :class:`~sklatom._validation.SklatomWarning`. With 1.0, F1 is 1 when both are empty and
         0 when only one is.
+    ignore_border : float, default=0.0
+        Leave out predicted and true atoms whose centre lies closer than this to the image
+        edge (Å if ``pixel_size`` is given, else px). A column cut by the edge shows only part
+        of itself, so neither its detection nor its absence is meaningful; a margin of the
+        label radius (e.g. 0.5 Å) scores the atoms an image really shows.
+    image_shape : tuple of int or sequence of tuples, optional
+        (height, width) in px of the image (or of each image); needed for ``ignore_border``.
 
     Returns
     -------
@@ -262,7 +300,15 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
     _check_tolerance(tolerance)
     _check_zero_division(zero_division)
     pred, true = _as_batches(pred, true)
-    return _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division)
+    _check_ignore_border(ignore_border)
+    return _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
+                        ignore_border, image_shape)
+
+
+def _check_ignore_border(ignore_border):
+    if (isinstance(ignore_border, bool) or not isinstance(ignore_border, numbers.Real)
+            or not np.isfinite(ignore_border) or ignore_border < 0):
+        raise ValueError(f"ignore_border must be a distance >= 0; got {ignore_border!r}")
 
 
 def _classes_of(batch):
@@ -424,12 +470,13 @@ def _y_to_coordinates(y):
 class _AtomScorer:
     """Callable ``scorer(estimator, X, y)`` built by :func:`make_atom_scorer`."""
 
-    def __init__(self, metric, tolerance, pixel_size, per_class, zero_division):
+    def __init__(self, metric, tolerance, pixel_size, per_class, zero_division, ignore_border):
         self.metric = metric
         self.tolerance = tolerance
         self.pixel_size = pixel_size
         self.per_class = per_class
         self.zero_division = zero_division
+        self.ignore_border = ignore_border
 
     def __call__(self, estimator, X, y):
         if hasattr(estimator, "transform"):
@@ -438,8 +485,12 @@ class _AtomScorer:
             pred = estimator.predict(X)
         true = _y_to_coordinates(y)
         pred = list(pred)
+        shapes = None
+        if self.ignore_border:
+            images = X[1] if isinstance(X, tuple) and len(X) == 2 else X
+            shapes = [np.shape(x)[-2:] for x in images]
         s = _scores_from(pred, true, self.tolerance, self.pixel_size, self.per_class,
-                         self.zero_division)
+                         self.zero_division, self.ignore_border, shapes)
         value = s[self.metric]
         return -value if self.metric == "rmse" else value
 
@@ -449,7 +500,7 @@ class _AtomScorer:
 
 
 def make_atom_scorer(metric="f1", tolerance=1.0, pixel_size=None, per_class=False,
-                     zero_division=1.0):
+                     zero_division=1.0, ignore_border=0.0):
     """Build a scorer for ``GridSearchCV`` / ``cross_val_score`` on atom-finding pipelines.
 
     Parameters
@@ -465,6 +516,8 @@ def make_atom_scorer(metric="f1", tolerance=1.0, pixel_size=None, per_class=Fals
         If True, atoms match only atoms of the same class.
     zero_division : {"warn", 0.0, 1.0, np.nan}, default=1.0
         See :func:`atom_scores`; by default folds without atoms score quietly.
+    ignore_border : float, default=0.0
+        See :func:`atom_scores`; the image shapes are taken from ``X``.
 
     Returns
     -------
@@ -498,4 +551,5 @@ def make_atom_scorer(metric="f1", tolerance=1.0, pixel_size=None, per_class=Fals
     _check_tolerance(tolerance)
     check_pixel_size(pixel_size, allow_none=True)
     _check_zero_division(zero_division)
-    return _AtomScorer(metric, tolerance, pixel_size, per_class, zero_division)
+    _check_ignore_border(ignore_border)
+    return _AtomScorer(metric, tolerance, pixel_size, per_class, zero_division, ignore_border)

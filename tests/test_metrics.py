@@ -271,3 +271,22 @@ def test_cross_val_score_and_rmse_sign(dataset):
     assert np.all(rec < 0.7)
     with pytest.raises(ValueError, match="metric must be one of"):
         make_atom_scorer("accuracy")
+
+
+def test_ignore_border_leaves_out_atoms_cut_by_the_image_edge():
+    true = np.array([[1.0, 50.0, 1], [50.0, 50.0, 1], [50.0, 98.8, 1]])
+    # a half-visible column just outside the top edge is "found" at row 0.6; one near the
+    # right edge is missed
+    pred = np.array([[0.6, 20.0, 1], [50.2, 50.0, 1], [1.2, 50.0, 1]])
+    plain = atom_scores(pred, true, tolerance=1.0)
+    assert plain["precision"] == pytest.approx(2 / 3) and plain["recall"] == pytest.approx(2 / 3)
+    # 0.3 Å at 0.1 Å/px = 3 px: only the interior atoms count
+    s = atom_scores(pred, true, tolerance=0.1, pixel_size=0.1, ignore_border=0.3,
+                    image_shape=(100, 100))
+    assert s["n_true"] == 1 and s["n_pred"] == 1 and s["f1"] == 1.0
+    with pytest.raises(ValueError, match="needs image_shape"):
+        atom_scores(pred, true, ignore_border=3)
+    with pytest.raises(ValueError, match="ignore_border must be"):
+        atom_scores(pred, true, ignore_border=-1, image_shape=(100, 100))
+    with pytest.raises(ValueError, match="image_shape must be"):
+        atom_scores([pred, pred], [true, true], ignore_border=3, image_shape=[(1, 2, 3)])
