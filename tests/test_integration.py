@@ -145,3 +145,40 @@ def test_grid_search_and_batch_inference_on_a_dask_cluster(mixed_images):
     assert search.best_params_["threshold"] != 0.999
     for a, b in zip(local, remote):
         np.testing.assert_array_equal(a, b)
+
+
+def _end_to_end_pipeline():
+    from sklearn.frozen import FrozenEstimator
+
+    from sklatom.graphs import GraphDefectClassifier
+    from sklatom.pretrained import load_pretrained
+    from sklatom.simulation import AcquisitionModel, MultisliceSimulator
+
+    return Pipeline([
+        ("simulate", MultisliceSimulator(method="incoherent", progress=False)),
+        ("record", AcquisitionModel(dose=5e6, blur=0.15, random_state=0)),
+        ("segment", FrozenEstimator(load_pretrained())),  # pretrained: fit leaves it alone
+        ("peaks", PeakFinder()),
+        ("defects", GraphDefectClassifier(species=["background", "C", "Si"], pixel_size=PIXEL)),
+    ])
+
+
+def test_structures_to_defect_catalogue_in_one_pipeline_and_joblib_round_trip(tmp_path):
+    from sklatom.structures import make_structure
+
+    structures = [make_structure("Si-graphene", (19.2, 19.2),
+                                 defects={"substitution": 3}, random_state=s)
+                  for s in range(3)]
+    pipe = _end_to_end_pipeline().fit(structures)
+    labels = pipe.predict(structures)
+    assert len(labels) == 3
+    # every planted Si dopant is found and named as a Si with three C neighbours
+    n_si = [int(np.sum(lab == "Si1C3")) for lab in labels]
+    assert n_si == [3, 3, 3], n_si
+    table = pipe[-1].catalogue(pipe[:-1].transform(structures))
+    assert table.set_index("name").loc["Si1C3", "count"] == 9
+    # the fitted pipeline, saved and loaded with joblib, predicts the same
+    joblib.dump(pipe, tmp_path / "pipeline.joblib")
+    again = joblib.load(tmp_path / "pipeline.joblib").predict(structures)
+    for a, b in zip(labels, again):
+        np.testing.assert_array_equal(a, b)
