@@ -98,6 +98,7 @@ def make_lattice_images(
     mask_radius=0.5,
     rotation=None,
     max_strain=0.01,
+    min_defect_separation=6.0,
     simulator=None,
     acquisition=None,
     return_info=False,
@@ -132,6 +133,8 @@ def make_lattice_images(
         In-plane rotation in degrees; None draws a random one per image.
     max_strain : float, default=0.01
         Bound of the random strain.
+    min_defect_separation : float, default=6.0
+        Smallest distance in Å between two planted defects.
     simulator : MultisliceSimulator or None, default=None
         The image simulator; None uses ``MultisliceSimulator(method="incoherent")`` (fast;
         see :mod:`sklatom.simulation` for its accuracy against multislice). Its pixel size is
@@ -194,6 +197,7 @@ def make_lattice_images(
     for name in chosen:
         atoms = make_structure(name, (height * ps, width * ps), defects=defects,
                                rotation=rotation, max_strain=max_strain,
+                               min_defect_separation=min_defect_separation,
                                random_state=rng.randint(np.iinfo(np.int32).max))
         structures.append(atoms)
         columns.append(project_columns(atoms, ps, shape=(height, width)))
