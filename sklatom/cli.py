@@ -10,7 +10,8 @@
 
 Every subcommand has ``--help``. Results are written atomically and never replace existing
 files unless ``--overwrite`` is given. Exit codes: 0 success, 1 an error (for a batch: at least
-one image failed; the others are still processed), 2 a usage error.
+one image failed; the others are still processed), 2 a usage error. Errors are one-line messages;
+set the environment variable ``SKLATOM_DEBUG=1`` to see the traceback of a command's error.
 """
 
 import argparse
@@ -304,6 +305,9 @@ def _cmd_find_atoms(args):
                 if args.defects:
                     labels, table, clf = _defects(coords, species, ps, image.shape)
                 atoms = _atom_table(coords, confidence, classes, ps if known else None, labels)
+                if species is not None:
+                    names = dict(zip(classes[1:], species))
+                    atoms.insert(4, "species", [names.get(c, c) for c in atoms["class_name"]])
                 fig, axes = _figure(2 if args.defects else 1)
                 plot_atoms(image, coords, classes=classes, ax=axes[0],
                            pixel_size=ps if known else None, title=f"{stem}: {len(coords)} atoms")
@@ -576,7 +580,7 @@ def _cmd_demo(args):
             console.info(f"     {name:<16s} found {found_cat.get(name, 0):>3d}   true "
                          f"{true_cat.get(name, 0):>3d}")
         table = _atom_table(coords, confidence, classes, ps, labels)
-        table["species"] = [names.get(c, c) for c in table["class_name"]]
+        table.insert(4, "species", [names.get(c, c) for c in table["class_name"]])
         write_csv_atomic(table, paths[title][0], overwrite=args.overwrite)
         fig, axes = _figure(2)
         plot_atoms(image, coords, classes=["background", *species], ax=axes[0], pixel_size=ps,
@@ -698,9 +702,10 @@ def _build_parser():
     p.add_argument("--defects", action="store_true",
                    help="classify defects from the bond graph of the atoms")
     p.add_argument("--species", metavar="A,B",
-                   help="chemical names of the model's atom classes in order, for --defects "
-                        "(e.g. C,Si for graphene or S2,Mo for MoS2 with the general model's "
-                        "light,heavy classes); default: generic names")
+                   help="chemical names of the model's atom classes in order (e.g. C,Si for "
+                        "graphene or S2,Mo for MoS2 with the general model's light,heavy "
+                        "classes): adds a 'species' column and names the defects of "
+                        "--defects; default: generic names")
     p.add_argument("--overwrite", **overwrite)
     p.add_argument("--quiet", **quiet)
     p.set_defaults(func=_cmd_find_atoms)
@@ -776,6 +781,8 @@ def main(argv=None):
         _Console.error("interrupted")
         return 130
     except _USER_ERRORS as exc:
+        if os.environ.get("SKLATOM_DEBUG"):
+            raise
         _Console.error(f"{args.command}: {exc}")
         return 1
 

@@ -144,7 +144,11 @@ def test_defects_column_and_table(tmp_path, npy_image, capsys):
     assert code == 0
     assert capsys.readouterr().out == ""  # --quiet
     atoms = pd.read_csv(out / "scan_atoms.csv")
-    assert "defect" in atoms and (atoms["defect"] == "lattice").mean() > 0.5
+    assert list(atoms.columns) == ["row", "col", "class", "class_name", "species", "x_A", "y_A",
+                                   "confidence", "defect"]
+    assert set(atoms["species"]) <= {"S2", "Mo"}
+    assert np.all((atoms["species"] == "Mo") == (atoms["class_name"] == "heavy"))
+    assert (atoms["defect"] == "lattice").mean() > 0.5
     defects = pd.read_csv(out / "scan_defects.csv")
     assert list(defects.columns) == ["name", "row", "col", "n_atoms", "x_A", "y_A"]
     assert set(defects["name"]) <= set(atoms["defect"]) - {"lattice"}
