@@ -451,8 +451,10 @@ def read_image(path, frame=None):
         The image. RGB(A) images become their luminance (Rec. 601 weights, as Pillow's "L"
         mode); NaN/inf pixels are set to the median of the others (with a warning).
     pixel_size : float or None
-        Pixel size in Å/px from the file's calibration (converted from nm, pm, µm, m), or None
-        when the file has none, or a reciprocal-space or unknown unit (then with a warning).
+        Pixel size in Å/px from the file's calibration (converted from nm, pm, µm, m; rounded
+        to 7 significant digits, the precision of the float32 calibrations of several
+        formats), or None when the file has none, or a reciprocal-space or unknown unit (then
+        with a warning).
     metadata : dict
         ``path``, ``format``, ``shape`` (of the data in the file), ``frame`` (index used),
         ``n_frames``, ``pixel_size_source`` (where the pixel size came from, or None) and,
@@ -520,9 +522,12 @@ def read_image(path, frame=None):
         warnings.warn(f"{path}: pixel size {pixel_size:g} Å/px is implausible for an "
                       "atomic-resolution image; ignored", SklatomWarning, stacklevel=2)
         pixel_size, meta["pixel_size_source"] = None, None
+    if pixel_size is not None:
+        # 7 significant digits: the precision of the float32 calibrations of DM and others
+        pixel_size = float(f"{float(pixel_size):.7g}")
     out = {"path": path, "format": fmt}
     out.update(meta)
-    return image, (None if pixel_size is None else float(pixel_size)), out
+    return image, pixel_size, out
 
 
 # --------------------------------------------------------------------------------------------
