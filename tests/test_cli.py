@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklatom.cli import _interior_scores, main
+from sklatom.cli import main
 from sklatom.datasets import make_lattice_images
+from sklatom.metrics import atom_scores
 from sklatom.pretrained import GENERAL_LABELS
 
 from test_io import ALL_EXTENSIONS, write_format  # noqa: E402  (tests/ is on sys.path)
@@ -23,7 +24,7 @@ from test_io import ALL_EXTENSIONS, write_format  # noqa: E402  (tests/ is on sy
 MODEL = os.environ.get("SKLATOM_TEST_MODEL", "general")
 PIXEL_SIZE = 0.1  # Å/px
 TOLERANCE = 0.5  # Å
-EDGE = 10  # px (1 Å): atoms cut by the border are not scored
+BORDER = 0.5  # Å: atoms cut by the image edge are not scored (as in the model card)
 
 
 def run_cli(*args, env=None, timeout=300):
@@ -64,6 +65,11 @@ def batch(tmp_path_factory, mos2):
     return {"proc": proc, "out": out, "stated": stated, "seconds": time.perf_counter() - t0}
 
 
+def _scores(found, truth, shape):
+    return atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
+                       ignore_border=BORDER, image_shape=shape)
+
+
 def _atoms(path):
     table = pd.read_csv(path)
     return table, table[["row", "col", "class"]].to_numpy(float)
@@ -93,8 +99,9 @@ def test_found_atoms_match_the_truth_in_every_format(batch, mos2, ext):
     assert "confidence" in table and table["confidence"].between(0, 1).all()
     assert set(table["class_name"]) <= {"light", "heavy"}
     assert np.all(table["class_name"].map({"light": 1, "heavy": 2}) == table["class"])
-    scores = _interior_scores(found, truth, image.shape, EDGE, TOLERANCE, PIXEL_SIZE)
+    scores = _scores(found, truth, image.shape)
     assert scores["f1"] > 0.9, scores
+    assert scores["rmse"] < 0.1, scores  # Å
     if batch["stated"][ext] is None:  # png, npy: no calibration in the file
         assert "x_A" not in table and "y_A" not in table
         assert f"mos2_{ext[1:]}{ext}: no pixel size in the file" in batch["proc"].stderr
@@ -163,8 +170,7 @@ def test_pixel_size_option_overrides_the_file(tmp_path, mos2, capsys):
                  "--pixel-size", "0.1"]) == 0
     assert "pixel size 0.1 Å/px (--pixel-size)" in capsys.readouterr().out
     table, found = _atoms(out / "cal_atoms.csv")
-    scores = _interior_scores(found, mos2[1], mos2[0].shape, EDGE, TOLERANCE, PIXEL_SIZE)
-    assert scores["f1"] > 0.9
+    assert _scores(found, mos2[1], mos2[0].shape)["f1"] > 0.9
 
 
 def test_colliding_stems_keep_their_extension(tmp_path, mos2, capsys):
