@@ -73,7 +73,7 @@ def conditions(quick):
         kind="shift", dose=SHIFT_DOSE, simulator={},
         acquisition=dict(BASE_ACQUISITION, scan_jitter=0.08, drift=(0.006, 0.006)), size=None)
     out["shift: PRISM 200 kV"] = dict(kind="shift", dose=SHIFT_DOSE,
-                               simulator={"method": "prism", "energy": 200e3},
+                               simulator={"method": "prism", "energy": 200e3, "n_jobs": 2},
                                acquisition=BASE_ACQUISITION, size=128)
     return out
 
@@ -148,7 +148,10 @@ class Sklatom:
         self.params = "load_pretrained() + PeakFinder() defaults"
         self.find([np.random.default_rng(0).random((64, 64), dtype=np.float32)])  # warm-up
 
-    def find(self, images):
+    def find_many(self, sets):
+        return [self.find(images) for images, _ in sets]
+
+    def find(self, images, lattice=None):
         coords, seconds = [], []
         for img in images:
             t0 = time.perf_counter()
@@ -182,6 +185,9 @@ class Classical:
     @property
     def params(self):
         return "; ".join(f"{k}: {v}" for k, v in self.best.items())
+
+    def find_many(self, sets):
+        return [self.find(images, lattice) for images, lattice in sets]
 
     def find(self, images, lattice):
         coords, seconds = [], []
@@ -229,8 +235,23 @@ def _write_request(path, **arrays):
 
 
 def _read_result(path):
+    """Coordinates and seconds per image; an image the peer failed on raises for its set."""
     with np.load(path, allow_pickle=False) as d:
-        return [d[f"coords_{i}"] for i in range(int(d["n"]))], list(d["seconds"])
+        coords = [d[f"coords_{i}"] for i in range(int(d["n"]))]
+        errors = [str(e) for e in d["errors"]] if "errors" in d.files else [""] * len(coords)
+        return coords, list(d["seconds"]), errors
+
+
+def _split(coords, seconds, errors, sets):
+    """Cut the flat per-image results of one peer call back into (coords, seconds) per set;
+    a set with an image the peer failed on gets the PeerUnavailable instead."""
+    out, k = [], 0
+    for imgs, _ in sets:
+        sl = slice(k, k + len(imgs))
+        bad = [e for e in errors[sl] if e]
+        out.append(peers.PeerUnavailable(bad[0]) if bad else (coords[sl], seconds[sl]))
+        k += len(imgs)
+    return out
 
 
 class Atomap:
@@ -244,12 +265,20 @@ class Atomap:
         self.workdir, self.best = workdir, {}
 
     def _call(self, images, seps, thrs, refine, timeout):
-        req = os.path.join(self.workdir, "atomap_request.npz")
-        res = os.path.join(self.workdir, "atomap_result.npz")
-        _write_request(req, images=np.stack(images).astype(np.float32), separation=seps,
-                       threshold_rel=thrs, refine=int(refine))
-        peers.run_in_venv(self.python, "atomap-find", req, res, timeout)
-        return _read_result(res)
+        """One atomap subprocess; images of different sizes go in separate calls."""
+        coords, secs, errs = [None] * len(images), [None] * len(images), [""] * len(images)
+        for shape in dict.fromkeys(x.shape for x in images):
+            idx = [i for i, x in enumerate(images) if x.shape == shape]
+            req = os.path.join(self.workdir, "atomap_request.npz")
+            res = os.path.join(self.workdir, "atomap_result.npz")
+            _write_request(req, images=np.stack([images[i] for i in idx]).astype(np.float32),
+                           separation=[seps[i] for i in idx],
+                           threshold_rel=[thrs[i] for i in idx], refine=int(refine))
+            peers.run_in_venv(self.python, "atomap-find", req, res, timeout)
+            c, t, e = _read_result(res)
+            for j, i in enumerate(idx):
+                coords[i], secs[i], errs[i] = c[j], t[j], e[j]
+        return coords, secs, errs
 
     def tune(self, validation):
         """Separation and threshold per lattice, by peak finding alone (one subprocess)."""
@@ -262,7 +291,7 @@ class Atomap:
                     seps.append(sep)
                     thrs.append(thr)
                     keys.append((lattice, sep, thr))
-        coords, _ = self._call(imgs, seps, thrs, refine=False, timeout=1800)
+        coords, _, _ = self._call(imgs, seps, thrs, refine=False, timeout=1800)
         for lattice, (X, c) in validation.items():
             results = []
             for sep, thr in combos:
@@ -277,10 +306,11 @@ class Atomap:
             f"{k}: separation={s} px, threshold_rel={t}" for k, (s, t) in self.best.items())
             + "; then centre-of-mass + 2-D Gaussian refinement")
 
-    def find(self, images, lattice):
-        sep, thr = self.best[lattice]
-        n = len(images)
-        return self._call(images, [sep] * n, [thr] * n, refine=True, timeout=3600)
+    def find_many(self, sets):
+        images = [x for imgs, _ in sets for x in imgs]
+        seps = [self.best[lat][0] for imgs, lat in sets for _ in imgs]
+        thrs = [self.best[lat][1] for imgs, lat in sets for _ in imgs]
+        return _split(*self._call(images, seps, thrs, refine=True, timeout=5400), sets)
 
 
 def _training_data(path, quick, log):
@@ -349,13 +379,19 @@ class AtomAI:
     def tune(self, validation):
         return self
 
-    def find(self, images, lattice):
-        req = os.path.join(self.workdir, "atomai_request.npz")
-        res = os.path.join(self.workdir, "atomai_result.npz")
-        _write_request(req, images=np.stack(images).astype(np.float32), model=self.model,
-                       threshold=0.5, refine=0)
-        peers.run_in_venv(self.python, "atomai-find", req, res, timeout=3600, env=self.env)
-        return _read_result(res)
+    def find_many(self, sets):
+        """All sets in one subprocess; images of different sizes go in separate calls."""
+        out = [None] * len(sets)
+        for shape in dict.fromkeys(imgs[0].shape for imgs, _ in sets):
+            idx = [i for i, (imgs, _) in enumerate(sets) if imgs[0].shape == shape]
+            req = os.path.join(self.workdir, "atomai_request.npz")
+            res = os.path.join(self.workdir, "atomai_result.npz")
+            _write_request(req, images=np.stack([x for i in idx for x in sets[i][0]])
+                           .astype(np.float32), model=self.model, threshold=0.5, refine=0)
+            peers.run_in_venv(self.python, "atomai-find", req, res, timeout=3600, env=self.env)
+            for i, r in zip(idx, _split(*_read_result(res), [sets[i] for i in idx])):
+                out[i] = r
+        return out
 
 
 # ------------------------------------------------------------------ reporting
@@ -560,24 +596,33 @@ def main(argv=None):
                 traceback.print_exc()
 
     rows = []
-    for s in test:
-        for m in methods:
+    for m in methods:
+        t0 = time.time()
+        try:  # one call per method over all sets (a peer's subprocess starts once)
+            found = m.find_many([(s["images"], s["lattice"]) for s in test])
+            errors = [None] * len(test)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, peers.PeerUnavailable) else \
+                f"{type(exc).__name__}: {exc}"
+            found, errors = [None] * len(test), ["not measured: " + peers._short(reason, 200)] \
+                * len(test)
+        for s, res, err in zip(test, found, errors):
             base = dict(condition=s["condition"], kind=s["kind"], dose=s["dose"],
                         lattice=s["lattice"], method=m.name)
-            try:
-                pred, secs = m.find(s["images"]) if m.name == "sklatom" else \
-                    m.find(s["images"], s["lattice"])
-                rows.append(base | dict(status="ok", n_images=len(s["images"]),
-                                        seconds_per_image=float(np.mean(secs)),
-                                        **score(pred, s["coords"], s["images"])))
-            except Exception as exc:
-                reason = str(exc) if isinstance(exc, peers.PeerUnavailable) else \
-                    f"{type(exc).__name__}: {exc}"
-                rows.append(base | dict(status="not measured: " + peers._short(reason, 200)))
+            if isinstance(res, Exception):
+                err = "not measured: " + peers._short(res, 200)
+            if err:
+                rows.append(base | dict(status=err))
+                continue
+            pred, secs = res
+            rows.append(base | dict(status="ok", n_images=len(s["images"]),
+                                    seconds_per_image=float(np.mean(secs)),
+                                    **score(pred, s["coords"], s["images"])))
+        log(f"ran {m.name} on {len(test)} sets in {time.time() - t0:.0f} s")
+    for s in test:
         for name, reason in failed.items():
             rows.append(dict(condition=s["condition"], kind=s["kind"], dose=s["dose"],
                              lattice=s["lattice"], method=name, status=reason))
-        log(f"  scored {s['condition']} / {s['lattice']}")
 
     pooled = pooled_rows(rows)
     names = [m for m in METHODS if any(r["method"] == m for r in rows)]

@@ -132,13 +132,15 @@ def _load_request(path):
         return {k: data[k] for k in data.files}
 
 
-def _save_result(path, coords, seconds, extra=None):
+def _save_result(path, coords, seconds, errors=None):
+    """``errors``: one string per image, "" when that image went well."""
     import numpy as np
 
     arrays = {f"coords_{i}": np.asarray(c, dtype=np.float64).reshape(-1, 2)
               for i, c in enumerate(coords)}
+    errors = errors or [""] * len(coords)
     np.savez(path, n=len(coords), seconds=np.asarray(seconds, dtype=np.float64),
-             **(extra or {}), **arrays)
+             errors=np.asarray(errors, dtype=str), **arrays)
 
 
 def atomap_find(request, result):
@@ -161,22 +163,27 @@ def atomap_find(request, result):
     req = _load_request(request)
     images = req["images"]
     refine = bool(int(req["refine"]))
-    coords, seconds = [], []
+    coords, seconds, errors = [], [], []
     for img, sep, thr in zip(images, req["separation"], req["threshold_rel"]):
         t0 = time.perf_counter()
-        s = hs.signals.Signal2D(np.asarray(img, dtype=np.float64))
-        pos = am.get_atom_positions(s, separation=int(sep), threshold_rel=float(thr))
-        pos = np.asarray(pos, dtype=float).reshape(-1, 2)  # (x, y) = (col, row)
-        if refine and len(pos) >= 2:
-            sub = am.Sublattice(pos, image=s.data, fix_negative_values=True)
-            # atomap's default of 9 neighbours needs at least 10 atoms
-            sub.find_nearest_neighbors(nearest_neighbors=min(9, len(pos) - 1))
-            sub.refine_atom_positions_using_center_of_mass(show_progressbar=False)
-            sub.refine_atom_positions_using_2d_gaussian(show_progressbar=False)
-            pos = np.stack([sub.x_position, sub.y_position], axis=1).astype(float)
+        try:
+            s = hs.signals.Signal2D(np.asarray(img, dtype=np.float64))
+            pos = am.get_atom_positions(s, separation=int(sep), threshold_rel=float(thr))
+            pos = np.asarray(pos, dtype=float).reshape(-1, 2)  # (x, y) = (col, row)
+            if refine and len(pos) >= 2:
+                sub = am.Sublattice(pos, image=s.data, fix_negative_values=True)
+                # atomap's default of 9 neighbours needs at least 10 atoms
+                sub.find_nearest_neighbors(nearest_neighbors=min(9, len(pos) - 1))
+                sub.refine_atom_positions_using_center_of_mass(show_progressbar=False)
+                sub.refine_atom_positions_using_2d_gaussian(show_progressbar=False)
+                pos = np.stack([sub.x_position, sub.y_position], axis=1).astype(float)
+            errors.append("")
+        except Exception as exc:  # reported per image, the other images still count
+            pos = np.zeros((0, 2))
+            errors.append(f"atomap failed on an image: {type(exc).__name__}: {exc}")
         seconds.append(time.perf_counter() - t0)
         coords.append(pos[:, ::-1] if len(pos) else np.zeros((0, 2)))
-    _save_result(result, coords, seconds)
+    _save_result(result, coords, seconds, errors)
 
 
 def atomai_train(request, result):
