@@ -505,6 +505,7 @@ def plot(pooled, methods, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in methods:
@@ -515,6 +516,9 @@ def plot(pooled, methods, path):
         else:
             ax.plot([], [], label=f"{m} (not measured)")
     ax.set_xscale("log")
+    doses = sorted({r["dose"] for r in pooled if r["kind"] == "dose"})
+    ax.set_xticks(doses, [f"{d:.0e}" for d in doses])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("dose (e/Å²)")
     ax.set_ylabel("F1 (0.5 Å tolerance, all lattices)")
     ax.set_ylim(0, 1.02)
