@@ -26,6 +26,10 @@ _EXPORTS = {
     "make_structure": "structures",
     "make_atom_scorer": "metrics",
     "atom_scores": "metrics",
+    "read_image": "io",
+    "plot_atoms": "plotting",
+    "plot_defects": "plotting",
+    "plot_descriptors": "plotting",
 }
 
 __all__ = sorted(_EXPORTS)
