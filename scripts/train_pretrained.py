@@ -136,10 +136,10 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="general", choices=sorted(PRETRAINED))
     parser.add_argument("--n-per-lattice", type=int, default=60)
-    parser.add_argument("--prism-every", type=int, default=6,
+    parser.add_argument("--prism-every", type=int, default=4,
                         help="every k-th training image is simulated with PRISM")
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patches-per-epoch", type=int, default=800)
+    parser.add_argument("--patches-per-epoch", type=int, default=640)
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="model file (default: the shipped one)")
