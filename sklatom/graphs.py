@@ -802,7 +802,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         ring_bad = np.zeros(n, dtype=bool)
         ring_bad[a_src[anomalous_ring[a_face]]] = True
         ring_bad &= ~edge
-        flagged = dopant | coord_bad | ring_bad | inter
+        # an extra atom in the edge band is most likely a column cut by the image border
+        flagged = dopant | coord_bad | ring_bad | (inter & ~edge)
         nf = len(size)
         # group flagged atoms: atoms of the same anomalous ring; bonded dopants or bonded
         # miscoordinated atoms; atoms missing the same or adjacent neighbours. Sites of missing

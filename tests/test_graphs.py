@@ -278,6 +278,21 @@ def test_adatoms_and_double_detections_leave_the_lattice_alone():
     assert clf.transform(X)[-2:, FEATURE_NAMES.index("interstitial")].tolist() == [1, 1]
 
 
+def test_a_column_cut_by_the_image_border_is_not_an_interstitial():
+    # a segmenter finds half-visible columns just inside the border, often next to a real
+    # edge atom: such extra atoms in the edge band are not defects (seen in `sklatom demo`)
+    cols, _ = sample("graphene", {}, 7, fov=(30.0, 30.0))
+    c = cols.coordinates
+    clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS,
+                                image_shape=(300, 300)).fit([c])
+    edge_atom = c[np.argmin(c[:, 0])]  # the atom nearest the top border
+    cut = [[max(edge_atom[0] - 2.0, 0.0), edge_atom[1] + 1.0, 1.0]]  # 0.2 Å away
+    interior = c[np.argmin(np.hypot(c[:, 0] - 150, c[:, 1] - 150))] + [2.0, 1.0, 0.0]
+    labels = clf.predict([np.vstack([c, cut, [interior]])])[0]
+    assert labels[-2] == "lattice"
+    assert labels[-1] == "I1"  # the same extra atom inside the image is still reported
+
+
 @pytest.mark.parametrize("image_shape", [None, (400, 400)])
 def test_perfect_lattice_edges_are_not_defects(image_shape):
     for seed in range(4):
