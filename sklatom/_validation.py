@@ -10,7 +10,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_image_batch", "check_pixel_size", "stack_if_same_shape", "SklatomWarning"]
+__all__ = ["check_image_batch", "check_pixel_size", "check_probability_maps",
+           "check_images_for_maps", "split_maps_and_images", "stack_if_same_shape",
+           "SklatomWarning"]
 
 
 class SklatomWarning(UserWarning):
@@ -105,3 +107,64 @@ def check_pixel_size(pixel_size, name="pixel_size", low=1e-3, high=10.0, allow_n
     if not np.isfinite(ps) or not (low <= ps <= high):
         raise ValueError(f"{name} must be between {low} and {high} Å/px; got {pixel_size!r}")
     return ps
+
+
+#: Tolerance on the sum over classes of a probability map.
+MAP_SUM_TOLERANCE = 1e-3
+
+
+def check_probability_maps(P, name="P", dtype=np.float32):
+    """Validate probability maps and return them as a list of ``(n_classes, H, W)`` arrays.
+
+    All maps must have the same number of classes (at least 2, class 0 = background) and sum
+    to 1 over the class axis within :data:`MAP_SUM_TOLERANCE`.
+    """
+    maps = check_image_batch(P, name=name, ndim=3, dtype=dtype)
+    n_classes = maps[0].shape[0]
+    for i, p in enumerate(maps):
+        if p.shape[0] != n_classes:
+            raise ValueError(
+                f"{name}[{i}] has {p.shape[0]} classes but {name}[0] has {n_classes}; all maps "
+                f"must have the same number of classes")
+    if n_classes < 2:
+        raise ValueError(
+            f"{name} must have at least 2 classes (background and one atom class) on axis 1; "
+            f"got {n_classes}")
+    for i, p in enumerate(maps):
+        s = p.sum(axis=0, dtype=np.float64)
+        lo, hi = float(s.min()), float(s.max())
+        if lo < 1 - MAP_SUM_TOLERANCE or hi > 1 + MAP_SUM_TOLERANCE:
+            raise ValueError(
+                f"{name}[{i}]: maps must sum to 1 over the class axis (tolerance "
+                f"{MAP_SUM_TOLERANCE:g}); got sums between {lo:.6g} and {hi:.6g}. Pass softmax "
+                f"probabilities of shape (n_images, n_classes, height, width), class 0 = "
+                f"background")
+    return maps
+
+
+def check_images_for_maps(images, maps):
+    """Validate raw images that accompany probability maps (one per map, same height/width)."""
+    items = check_image_batch(images, name="images", ndim=2, dtype=np.float64)
+    if len(items) != len(maps):
+        raise ValueError(
+            f"images holds {len(items)} images but P holds {len(maps)} maps; expected one image "
+            f"per map")
+    for i, (im, p) in enumerate(zip(items, maps)):
+        if im.shape != p.shape[1:]:
+            raise ValueError(
+                f"images[{i}] has shape {im.shape} but P[{i}] has height and width "
+                f"{p.shape[1:]}; they must agree")
+    return items
+
+
+def split_maps_and_images(X, images):
+    """Separate an ``X = (P, images)`` tuple (what ``FCNSegmenter(passthrough_images=True)``
+    emits) from plain probability maps; return ``(P, images)``."""
+    if (isinstance(X, tuple) and len(X) == 2
+            and (isinstance(X[0], list) or np.ndim(X[0]) == 4)):
+        if images is not None:
+            raise ValueError(
+                "images were given twice: as the second element of the tuple X = (P, images) and "
+                "as the images keyword; give them once")
+        return X[0], X[1]
+    return X, images

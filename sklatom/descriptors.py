@@ -21,67 +21,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_image_batch, check_pixel_size
+from ._validation import (check_images_for_maps, check_pixel_size, check_probability_maps,
+                          split_maps_and_images)
 
 __all__ = ["ContourDescriptor"]
 
-_SUM_TOL = 1e-3
 _OUTPUTS = ("default", "pandas")
 
 
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _split_input(X, images):
-    """Separate ``X = (P, images)`` tuples from plain probability maps (as PeakFinder does)."""
-    if (isinstance(X, tuple) and len(X) == 2
-            and (isinstance(X[0], list) or np.ndim(X[0]) == 4)):
-        if images is not None:
-            raise ValueError(
-                "images were given twice: as the second element of the tuple X = (P, images) and "
-                "as the images keyword; give them once")
-        return X[0], X[1]
-    return X, images
-
-
-def _check_maps(P, name="P"):
-    maps = check_image_batch(P, name=name, ndim=3, dtype=np.float64)
-    n_classes = maps[0].shape[0]
-    for i, p in enumerate(maps):
-        if p.shape[0] != n_classes:
-            raise ValueError(
-                f"{name}[{i}] has {p.shape[0]} classes but {name}[0] has {n_classes}; all maps "
-                f"must have the same number of classes")
-    if n_classes < 2:
-        raise ValueError(
-            f"{name} must have at least 2 classes (background and one atom class) on axis 1; "
-            f"got {n_classes}")
-    for i, p in enumerate(maps):
-        s = p.sum(axis=0)
-        lo, hi = float(s.min()), float(s.max())
-        if lo < 1 - _SUM_TOL or hi > 1 + _SUM_TOL:
-            raise ValueError(
-                f"{name}[{i}]: probability maps must sum to 1 over the class axis (tolerance "
-                f"{_SUM_TOL:g}); got sums between {lo:.6g} and {hi:.6g}. Pass softmax "
-                f"probabilities of shape (n_images, n_classes, height, width), class 0 = "
-                f"background")
-    return maps
-
-
-def _check_images(images, maps):
-    items = check_image_batch(images, name="images", ndim=2, dtype=np.float64)
-    if len(items) != len(maps):
-        raise ValueError(
-            f"images holds {len(items)} images but P holds {len(maps)} maps; expected one image "
-            f"per map")
-    for i, (im, p) in enumerate(zip(items, maps)):
-        if im.shape != p.shape[1:]:
-            raise ValueError(
-                f"images[{i}] has shape {im.shape} but P[{i}] has height and width "
-                f"{p.shape[1:]}; they must agree")
-    return items
-
-
 def _check_params(threshold, pixel_size, order, n_neighbors, neighbor_radius, exclude_border):
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"threshold must be a number in (0, 1); got {threshold!r}")
@@ -415,10 +365,10 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
             The fitted descriptor.
         """
         ps = self._check_all_params()
-        P, images = _split_input(P, images)
-        maps = _check_maps(P)
+        P, images = split_maps_and_images(P, images)
+        maps = check_probability_maps(P, dtype=np.float64)
         if images is not None:
-            _check_images(images, maps)
+            check_images_for_maps(images, maps)
         self.n_classes_ = maps[0].shape[0]
         self.feature_names_out_ = np.asarray(
             _feature_names(ps, self.order, self.include_coordinates), dtype=object)
@@ -445,8 +395,8 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         """
         check_is_fitted(self, "n_classes_")
         ps = self._check_all_params()
-        P, images = _split_input(P, images)
-        maps = _check_maps(P)
+        P, images = split_maps_and_images(P, images)
+        maps = check_probability_maps(P, dtype=np.float64)
         if maps[0].shape[0] != self.n_classes_:
             raise ValueError(
                 f"P has {maps[0].shape[0]} classes but this ContourDescriptor was fitted on maps "
@@ -456,7 +406,7 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
             raise ValueError(
                 "pixel_size, order or include_coordinates changed since fit, which changes the "
                 "output columns; fit again")
-        imgs = _check_images(images, maps) if images is not None else [None] * len(maps)
+        imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
         args = (self.threshold, ps, self.order, self.n_neighbors, self.neighbor_radius,
                 self.exclude_border, self.include_coordinates)
         if self.n_jobs in (None, 1) or len(maps) == 1:

@@ -17,13 +17,12 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._validation import check_image_batch
+from ._validation import check_images_for_maps, check_probability_maps, split_maps_and_images
 
 __all__ = ["PeakFinder", "find_peaks"]
 
 _METHODS = ("components", "maxima")
 _REFINE = (None, "com", "gaussian")
-_SUM_TOL = 1e-3
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,53 +84,10 @@ def _class_thresholds(threshold, n_classes):
     return out
 
 
-def _check_maps(P, name="P"):
-    maps = check_image_batch(P, name=name, ndim=3)
-    n_classes = maps[0].shape[0]
-    for i, p in enumerate(maps):
-        if p.shape[0] != n_classes:
-            raise ValueError(
-                f"{name}[{i}] has {p.shape[0]} classes but {name}[0] has {n_classes}; all maps "
-                f"must have the same number of classes")
-    if n_classes < 2:
-        raise ValueError(
-            f"{name} must have at least 2 classes (background and one atom class) on axis 1; "
-            f"got {n_classes}")
-    lo, hi = np.inf, -np.inf
-    for p in maps:
-        s = p.sum(axis=0, dtype=np.float64)
-        lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
-    if lo < 1 - _SUM_TOL or hi > 1 + _SUM_TOL:
-        raise ValueError(
-            f"{name}: maps must sum to 1 over the class axis (tolerance {_SUM_TOL:g}); got sums "
-            f"between {lo:.6g} and {hi:.6g}. Pass softmax probabilities with class 0 = background")
-    return maps
 
 
-def _check_images(images, maps):
-    items = check_image_batch(images, name="images", ndim=2, dtype=np.float64)
-    if len(items) != len(maps):
-        raise ValueError(
-            f"images holds {len(items)} images but P holds {len(maps)} maps; expected one image "
-            f"per map")
-    for i, (im, p) in enumerate(zip(items, maps)):
-        if im.shape != p.shape[1:]:
-            raise ValueError(
-                f"images[{i}] has shape {im.shape} but P[{i}] has height and width "
-                f"{p.shape[1:]}; they must agree")
-    return items
 
 
-def _split_input(X, images):
-    """Separate ``X = (P, images)`` tuples from plain probability maps."""
-    if (isinstance(X, tuple) and len(X) == 2
-            and (isinstance(X[0], list) or np.ndim(X[0]) == 4)):
-        if images is not None:
-            raise ValueError(
-                "images were given twice: as the second element of the tuple X = (P, images) and "
-                "as the images keyword; give them once")
-        return X[0], X[1]
-    return X, images
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,11 +421,11 @@ refine, refine_radius
     """
     _check_params(method, threshold, min_distance, min_area, merge_distance, edge_margin,
                   exclude_edges, refine, refine_radius)
-    p = _check_maps(np.asarray(P)[np.newaxis] if np.ndim(P) == 3 else P, name="P")[0]
+    p = check_probability_maps(np.asarray(P)[np.newaxis] if np.ndim(P) == 3 else P, name="P")[0]
     thresholds = _class_thresholds(threshold, p.shape[0])
     img = None
     if image is not None:
-        img = _check_images(np.asarray(image)[np.newaxis] if np.ndim(image) == 2 else image,
+        img = check_images_for_maps(np.asarray(image)[np.newaxis] if np.ndim(image) == 2 else image,
                             [p])[0]
     return _find_peaks_checked(p, img, thresholds, method, min_distance, min_area,
                                merge_distance, edge_margin, exclude_edges, refine, refine_radius)
@@ -610,8 +566,8 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             The fitted finder.
         """
         self._check_all_params()
-        P, _ = _split_input(P, images)
-        maps = _check_maps(P)
+        P, _ = split_maps_and_images(P, images)
+        maps = check_probability_maps(P)
         _class_thresholds(self.threshold, maps[0].shape[0])
         self.n_classes_ = maps[0].shape[0]
         return self
@@ -639,14 +595,14 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             Only if ``return_confidence`` is True.
         """
         self._check_all_params()
-        P, images = _split_input(P, images)
-        maps = _check_maps(P)
+        P, images = split_maps_and_images(P, images)
+        maps = check_probability_maps(P)
         n_classes = maps[0].shape[0]
         if hasattr(self, "n_classes_") and n_classes != self.n_classes_:
             raise ValueError(
                 f"P has {n_classes} classes but this PeakFinder was fitted on maps with "
                 f"{self.n_classes_} classes")
-        imgs = _check_images(images, maps) if images is not None else [None] * len(maps)
+        imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
         thresholds = _class_thresholds(self.threshold, n_classes)
         args = (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
                 self.edge_margin, self.exclude_edges, self.refine, self.refine_radius)
