@@ -542,7 +542,7 @@ def main(argv=None):
                         help="comma-separated peers to run: atomap, atomai, or none")
     parser.add_argument("--cache", default=peers.DEFAULT_CACHE,
                         help="folder of the peer virtualenvs and trained peer models")
-    parser.add_argument("--train-data", default="/tmp/general_train.npz",
+    parser.add_argument("--train-data", default="/tmp/general_train2.npz",
                         help="the .npz training-set cache of scripts/train_pretrained.py, used to "
                              "train AtomAI (simulated anew when missing)")
     parser.add_argument("--atomai-budget", type=float, default=None,
@@ -577,6 +577,8 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="sklatom-bench-")
     with open(os.path.join(REPO, "sklatom", "models", "general.metrics.json")) as f:
         sk_train_seconds = float(json.load(f)["train_seconds"])
+    with open(os.path.join(REPO, "sklatom", "models", "general.safetensors"), "rb") as f:
+        model_sha = hashlib.sha256(f.read()).hexdigest()
     budget = args.atomai_budget or (20.0 if args.quick else sk_train_seconds)
     for name in ("atomap", "atomai"):
         if name not in chosen:
@@ -644,6 +646,7 @@ def main(argv=None):
         test_seed=TEST_SEED, validation_seed=VALIDATION_SEED, torch_threads=args.threads,
         tuning="classical baselines and atomap tuned per lattice on the validation set "
                "(one image per lattice and dose, seeds 7000+), best F1 on the grid",
+        sklatom_model_sha256=model_sha,
         parameters={m.name: m.params for m in methods}, not_measured=failed)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(meta=meta, pooled=pooled, per_lattice=rows), f, indent=1, default=float)

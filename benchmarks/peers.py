@@ -193,6 +193,11 @@ def atomai_train(request, result):
     ``batch_size``. AtomAI trains for a number of iterations, not seconds, so a short trial
     run measures the time per iteration and the real run gets the iterations that fit in the
     budget. Writes the trained model (AtomAI's own ``save_model``) next to ``result``.
+
+    No on-the-fly augmentation: with more than one atom class AtomAI's augmentor
+    (``transforms.imaug.squeeze_channels``) drops every tile whose mask lacks one of the
+    classes (a graphene tile without Si dopant), and a batch of such tiles crashes training
+    with "need at least one array to concatenate".
     """
     import warnings
 
@@ -221,14 +226,14 @@ def atomai_train(request, result):
     model = aoi.models.Segmentor("Unet", nb_classes=nb_classes)
     model.fit(X[n_val:], y[n_val:], X[:n_val], y[:n_val], training_cycles=trial_iters,
               compute_accuracy=False, swa=False, batch_size=batch, seed=seed,
-              print_loss=10**9, plot_training_history=False, rotation=True)
+              print_loss=10**9, plot_training_history=False)
     per_iter = (time.perf_counter() - t0) / trial_iters
     iters = max(trial_iters, int((budget - (time.perf_counter() - t0)) / per_iter))
     t1 = time.perf_counter()
     model = aoi.models.Segmentor("Unet", nb_classes=nb_classes)
     model.fit(X[n_val:], y[n_val:], X[:n_val], y[:n_val], training_cycles=iters,
               compute_accuracy=False, swa=False, batch_size=batch, seed=seed,
-              print_loss=10**9, plot_training_history=False, rotation=True)
+              print_loss=10**9, plot_training_history=False)
     train_seconds = time.perf_counter() - t1
     base = os.path.splitext(result)[0]
     model.save_model(base)
