@@ -481,12 +481,27 @@ def _cmd_train(args):
     if patch < 16:
         raise UserError(f"the images of {args.data} are {h}x{w} px; training needs at least "
                         "16x16 px")
-    seg = FCNSegmenter(
-        module__base_filters=args.base_filters, max_epochs=args.epochs, patch_size=patch,
-        classes=data["classes"], training_pixel_size=ps, class_weight="balanced",
-        validation_fraction=0.1 if n >= 2 else None, lr_schedule="cosine",
-        verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
-    console.info(f"training on {n} image(s) {h}x{w} px at {ps:g} Å/px, classes "
+    settings = dict(max_epochs=args.epochs, patch_size=patch, training_pixel_size=ps,
+                    validation_fraction=0.1 if n >= 2 else None, lr_schedule="cosine",
+                    verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
+    if args.init:  # fine-tune a fitted model: same classes and architecture, new data
+        seg = _load_model(args.init)
+        if len(seg.classes_) != len(data["classes"]):
+            raise UserError(
+                f"--init {args.init} has classes {seg.classes_} but {args.data} has "
+                f"{data['classes']}; simulate the data with matching labels (e.g. --labels "
+                "general for the pretrained model)")
+        patch -= patch % 2 ** seg.module__depth
+        seg.set_params(warm_start=True, lr=args.lr if args.lr else seg.lr / 4,
+                       **{**settings, "patch_size": patch})
+        what = f"fine-tuning {args.init}"
+    else:
+        seg = FCNSegmenter(module__base_filters=args.base_filters, classes=data["classes"],
+                           class_weight="balanced", **settings)
+        if args.lr:
+            seg.set_params(lr=args.lr)
+        what = "training"
+    console.info(f"{what} on {n} image(s) {h}x{w} px at {ps:g} Å/px, classes "
                  f"{data['classes']}, {args.epochs} epoch(s)")
     t0 = time.perf_counter()
     with _warnings_to(console):
@@ -727,6 +742,12 @@ def _build_parser():
                    help="training patch size in px (default: 128)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="Å",
                    help="pixel size of the training images in Å/px (default: from DATA)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune this model (a pretrained name such as 'general', or a "
+                   ".safetensors file) instead of training a new network")
+    p.add_argument("--lr", type=_positive_float,
+                   help="learning rate (default: 1e-3 new, a quarter of the model's when "
+                   "fine-tuning)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", **overwrite)
     p.add_argument("--quiet", **quiet)

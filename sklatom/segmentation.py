@@ -281,6 +281,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Make :meth:`transform` return ``(proba, X)`` so that the next step of a pipeline also
         gets the raw images (for sub-pixel refinement on intensities or intensity
         descriptors).
+    warm_start : bool, default=False
+        When True and the estimator is already fitted (e.g. a pretrained model), ``fit``
+        continues from the current weights (fine-tuning) instead of a fresh network. The new
+        data must have the same number of classes and the same ``module__`` settings.
     random_state : int, RandomState instance, Generator or None, default=None
         Seeds the weight initialisation, the patch sampling, the augmentation, the validation
         split and dropout; two fits with the same int give identical weights (on the CPU).
@@ -357,6 +361,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         device="auto",
         verbose=1,
         passthrough_images=False,
+        warm_start=False,
         random_state=None,
     ):
         self.module__depth = module__depth
@@ -384,6 +389,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.device = device
         self.verbose = verbose
         self.passthrough_images = passthrough_images
+        self.warm_start = warm_start
         self.random_state = random_state
 
     # ----------------------------------------------------------------------------------------
@@ -623,11 +629,17 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                                 bool(self.augment), zoom)
         class_weights = self._class_weights(train_masks, n_classes)
 
+        previous = self._warm_start_weights(n_classes, module_kwargs)
         devices = [torch.cuda.current_device()] if str(device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             net = self._make_net(n_classes, module_kwargs, train_split, class_weights, device)
-            net.fit(dataset, None)
+            if previous is None:
+                net.fit(dataset, None)
+            else:  # fine-tune: start from the fitted weights
+                net.initialize()
+                net.module_.load_state_dict(previous)
+                net.partial_fit(dataset, None)
         net.train_split = None  # do not keep the validation patches in the fitted estimator
         self.net_ = net
         self.classes_ = classes
@@ -638,6 +650,22 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     # ----------------------------------------------------------------------------------------
     # prediction
+    def _warm_start_weights(self, n_classes, module_kwargs):
+        """The current weights when fine-tuning (``warm_start`` and fitted), else None."""
+        if not (self.warm_start and hasattr(self, "net_")):
+            return None
+        if n_classes != self.n_classes_:
+            raise ValueError(
+                f"warm_start: the masks give {n_classes} classes but the fitted network has "
+                f"{self.n_classes_} ({self.classes_}); fine-tuning keeps the classes")
+        fitted = self.net_.module_
+        if (fitted.depth, fitted.dilation) != (module_kwargs["depth"],
+                                               module_kwargs["dilation"]):
+            raise ValueError(
+                "warm_start: module__depth/module__dilation differ from the fitted network's; "
+                "fine-tuning keeps the architecture")
+        return {k: v.detach().clone() for k, v in fitted.state_dict().items()}
+
     def _tile_geometry(self):
         module = self.net_.module_
         multiple = 2 ** module.depth

@@ -333,6 +333,35 @@ def test_train_then_find_atoms_with_the_model(tmp_path, simulated, capsys):
     assert "exists; use --overwrite" in capsys.readouterr().err
 
 
+def test_train_init_fine_tunes_a_model(tmp_path, simulated, capsys):
+    import torch
+
+    from sklatom.segmentation import FCNSegmenter
+
+    base = tmp_path / "base.safetensors"
+    assert main(["train", str(simulated[0]), "--output", str(base), "--epochs", "1",
+                 "--base-filters", "4", "--patch-size", "16", "--quiet"]) == 0
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", str(simulated[0]), "--init", str(base), "--output", str(tuned),
+                 "--epochs", "1", "--patch-size", "16", "--quiet"]) == 0
+    a, b = FCNSegmenter.load(base), FCNSegmenter.load(tuned)
+    assert b.classes_ == a.classes_ and b.module__base_filters == 4  # same network, retrained
+    wa, wb = a.net_.module_.state_dict(), b.net_.module_.state_dict()
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    # the pretrained model has light/heavy classes; these data are C/Si/background (3 too),
+    # but a 2-class data set cannot fine-tune it
+    two = tmp_path / "two.npz"
+    with np.load(simulated[0]) as data:
+        arrays = dict(data)
+    arrays["classes"] = np.array(["background", "atom"])
+    arrays["masks"] = (arrays["masks"] > 0).astype(arrays["masks"].dtype)
+    np.savez(two, **arrays)
+    capsys.readouterr()
+    assert main(["train", str(two), "--init", "general", "--output",
+                 str(tmp_path / "x.safetensors"), "--quiet"]) == 1
+    assert "has classes ['background', 'light', 'heavy']" in capsys.readouterr().err
+
+
 def test_train_rejects_a_bad_data_file(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((2, 8, 8)))

@@ -517,3 +517,25 @@ def test_lists_of_different_sizes_train(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         seg.predict_proba(Xl)
+
+
+def test_warm_start_fine_tunes_from_the_fitted_weights(fitted, data, test_data):
+    X, y = data
+    tuned = with_params(fitted, warm_start=True, max_epochs=1, lr=1e-3,
+                        validation_fraction=None)
+    tuned.fit(X, y)
+    fresh = FCNSegmenter(**TINY, max_epochs=1, classes=CLASSES, validation_fraction=None,
+                         random_state=0).fit(X, y)
+    # one epoch from the fitted weights is far better than one epoch from scratch
+    assert tuned.net_.history[-1, "train_loss"] < 0.5 * fresh.net_.history[-1, "train_loss"]
+    assert tuned.score(*test_data) > fitted.score(*test_data) - 0.05
+    changed = [not torch.equal(a, b) for a, b in zip(
+        tuned.net_.module_.state_dict().values(), fitted.net_.module_.state_dict().values())]
+    assert any(changed)
+    # without warm_start the same settings train a new network
+    cold = with_params(tuned, warm_start=False).fit(X, y)
+    assert cold.net_.history[-1, "train_loss"] > 2 * tuned.net_.history[-1, "train_loss"]
+    with pytest.raises(ValueError, match="fine-tuning keeps the classes"):
+        with_params(fitted, warm_start=True, classes=None).fit(X, (y > 0).astype(int))
+    with pytest.raises(ValueError, match="fine-tuning keeps the architecture"):
+        with_params(fitted, warm_start=True, module__depth=3).fit(X, y)
