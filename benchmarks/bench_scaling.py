@@ -1,12 +1,11 @@
-"""Images per second against the number of Dask workers (simulation and batch peak finding).
+"""Simulated images per second against the number of Dask workers.
 
     python benchmarks/bench_scaling.py [--n-images 8] [--workers 1 2]
 
 Times ``MultisliceSimulator(method="prism", scheduler="distributed")`` on a
 ``dask.distributed.LocalCluster`` with 1, 2, ... single-threaded worker processes, beside the
 default threaded scheduler in this process (``n_jobs`` = 1 and 2 threads), on the same
-structures; and ``PeakFinder(n_jobs=...)`` under ``joblib.parallel_backend("dask")``. On a
-real cluster the same code scales with the workers the cluster gives (see docs/scaling.rst).
+structures. On a real cluster the same code scales with the workers the cluster gives (see docs/scaling.rst).
 """
 
 import argparse
