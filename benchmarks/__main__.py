@@ -222,7 +222,7 @@ def classical_methods(quick):
                                                    (0.01, 0.03, 0.06, 0.1, 0.2))]
     plm_grid = [dict(sigma=s, min_distance=d, threshold_rel=t)
                 for s, d, t in itertools.product((1, 2, 3, 4), (4, 7, 10),
-                                                 (0.1, 0.2, 0.3, 0.45))]
+                                                 (0.02, 0.05, 0.1, 0.2, 0.3, 0.45))]
     if quick:
         log_grid, plm_grid = log_grid[::4], plm_grid[::6]
     return [Classical("LoG", log_grid, log_detect), Classical("gauss+plm", plm_grid, plm_detect)]
@@ -475,12 +475,14 @@ def targets(pooled, per_lattice, methods):
                              f"{best[1]} {best[0]:.3f}")
             peer_best = [(get[m]["f1"], m) for m in peer_names if m in get]
             if peer_best and get["sklatom"]["f1"] < max(peer_best)[0]:
-                fails_peer.append(cond + " / " + lat)
+                fails_peer.append(f"{cond} / {lat}: sklatom {get['sklatom']['f1']:.3f} < "
+                                  f"{max(peer_best)[1]} {max(peer_best)[0]:.3f}")
         lines.append(f"- sklatom F1 >= every other method's ({label}): "
                      f"{total - len(fails)}/{total} sets"
                      + ("" if not fails else "; not on: " + "; ".join(fails)))
         lines.append(f"- sklatom F1 >= the best measured peer's (atomap/AtomAI, {label}): "
-                     f"{total - len(fails_peer)}/{total} sets")
+                     f"{total - len(fails_peer)}/{total} sets"
+                     + ("" if not fails_peer else "; not on: " + "; ".join(fails_peer)))
     for cond in dict.fromkeys(r["condition"] for r in pooled):
         get = {r["method"]: r for r in pooled if r["condition"] == cond and r["status"] == "ok"}
         if "sklatom" in get and len(get) > 1 and (cond.startswith("shift") or "3e+05" in cond
