@@ -105,13 +105,40 @@ def main(argv=None):
         s = atom_scores(coords, truth, tolerance=args.tolerance)
         print(f"{name:<26}{dt:>10.3f}{len(truth) / dt:>12.3g}{ref / dt:>9.1f}x{len(coords):>9d}"
               f"{s['f1']:>8.4f}{s['rmse']:>11.4f}{s['class_accuracy']:>11.4f}")
-    try:
-        import atomai  # noqa: F401
-    except ImportError:
-        print("AtomAI Locator: not measured (atomai is not installed; it is not a dependency "
-              "of sklatom)")
-    else:
-        print("AtomAI Locator: importable but not measured by this script yet")
+    atomai_locator(P, truth, ref, args)
+
+
+def atomai_locator(P, truth, ref, args):
+    """AtomAI's Locator on the same map, in the virtualenv ``python -m benchmarks`` made."""
+    import os
+    import tempfile
+
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script
+    from peers import PeerUnavailable, run_in_venv, venv_python
+
+    python = venv_python("atomai")
+    if not os.path.exists(python):
+        print("AtomAI Locator: not measured (no AtomAI virtualenv; `python -m benchmarks` "
+              "creates it)")
+        return
+    maps = np.moveaxis(P, 1, -1)
+    maps = np.concatenate([maps[..., 1:], maps[..., :1]], axis=-1)  # background last
+    with tempfile.TemporaryDirectory() as tmp:
+        request, result = os.path.join(tmp, "req.npz"), os.path.join(tmp, "res.npz")
+        np.savez(request, maps=maps.astype(np.float32), threshold=0.5)
+        try:
+            run_in_venv(python, "atomai-locate", request, result, timeout=3600)
+        except PeerUnavailable as exc:
+            print(f"AtomAI Locator: not measured ({exc})")
+            return
+        with np.load(result) as data:
+            dt = float(data["seconds"][0])
+            coords = data["coords_0"]
+    s = atom_scores(coords, truth[:, :2], tolerance=args.tolerance)
+    print(f"{'AtomAI Locator (venv)':<26}{dt:>10.3f}{len(truth) / dt:>12.3g}{ref / dt:>9.1f}x"
+          f"{len(coords):>9d}{s['f1']:>8.4f}{s['rmse']:>11.4f}{'-':>11}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and is also run as a script *inside* a peer's virtualenv::
     <venv>/bin/python benchmarks/peers.py atomap-find  request.npz result.npz
     <venv>/bin/python benchmarks/peers.py atomai-train request.npz model.pt
     <venv>/bin/python benchmarks/peers.py atomai-find  request.npz result.npz
+    <venv>/bin/python benchmarks/peers.py atomai-locate request.npz result.npz
 
 so at module level it uses the standard library only; numpy and the peer are imported inside
 the functions that run in the venv. Data go both ways as ``.npz`` files: the request holds
@@ -273,8 +274,30 @@ def atomai_find(request, result):
     _save_result(result, coords, seconds)
 
 
+def atomai_locate(request, result):
+    """AtomAI's ``Locator`` on given probability maps (timing of the post-processing only).
+
+    Request: ``maps`` ``(n, height, width, n_classes)`` with the background as the *last*
+    channel (AtomAI's convention) and ``threshold``.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from atomai.predictors import Locator
+
+    req = _load_request(request)
+    locator = Locator(threshold=float(req["threshold"]), dist_edge=0, refine=False)
+    coords, seconds = [], []
+    for maps in req["maps"]:
+        t0 = time.perf_counter()
+        found = locator.run(maps[None])[0]
+        seconds.append(time.perf_counter() - t0)
+        coords.append(found[:, :2])
+    _save_result(result, coords, seconds)
+
+
 COMMANDS = {"atomap-find": atomap_find, "atomai-train": atomai_train,
-            "atomai-find": atomai_find}
+            "atomai-find": atomai_find, "atomai-locate": atomai_locate}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in COMMANDS:
