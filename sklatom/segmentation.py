@@ -285,6 +285,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         When True and the estimator is already fitted (e.g. a pretrained model), ``fit``
         continues from the current weights (fine-tuning) instead of a fresh network. The new
         data must have the same number of classes and the same ``module__`` settings.
+    n_jobs : int or None, default=None
+        Images predicted in parallel threads (None = 1), sharing the network; the maps equal
+        those of ``n_jobs=1``. Torch also uses its own threads inside each image
+        (``torch.set_num_threads``); on a small machine one of the two is enough.
     random_state : int, RandomState instance, Generator or None, default=None
         Seeds the weight initialisation, the patch sampling, the augmentation, the validation
         split and dropout; two fits with the same int give identical weights (on the CPU).
@@ -362,6 +366,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         verbose=1,
         passthrough_images=False,
         warm_start=False,
+        n_jobs=None,
         random_state=None,
     ):
         self.module__depth = module__depth
@@ -390,6 +395,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.verbose = verbose
         self.passthrough_images = passthrough_images
         self.warm_start = warm_start
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ----------------------------------------------------------------------------------------
@@ -721,22 +727,29 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                     "training pixel size (fit with training_pixel_size=... to set pixel_size_)"
                 )
             factor = ps / self.pixel_size_
-        out = []
-        for i, img in enumerate(images):
-            x = _normalise(img, f"X[{i}]")
-            shape = x.shape
-            if factor != 1.0:
-                new = (max(1, int(round(shape[0] * factor))), max(1, int(round(shape[1] * factor))))
-                x = resize(x, new, order=1, mode="reflect", anti_aliasing=factor < 1,
-                           preserve_range=True).astype(np.float32)
-            p = self._predict_normalised(x)
-            if p.shape[1:] != shape:
-                p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
-                           anti_aliasing=False, preserve_range=True)
-                p = np.clip(p, 0, None)
-                p = (p / np.maximum(p.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
-            out.append(p)
-        return out
+        if self.n_jobs in (None, 1) or len(images) == 1:
+            return [self._proba_one(img, i, factor) for i, img in enumerate(images)]
+        from joblib import Parallel, delayed
+
+        # threads share the network; inference in eval mode gives the same maps as n_jobs=1
+        return Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(self._proba_one)(img, i, factor) for i, img in enumerate(images))
+
+    def _proba_one(self, img, i, factor):
+        """Probability maps of one image at the input's size."""
+        x = _normalise(img, f"X[{i}]")
+        shape = x.shape
+        if factor != 1.0:
+            new = (max(1, int(round(shape[0] * factor))), max(1, int(round(shape[1] * factor))))
+            x = resize(x, new, order=1, mode="reflect", anti_aliasing=factor < 1,
+                       preserve_range=True).astype(np.float32)
+        p = self._predict_normalised(x)
+        if p.shape[1:] != shape:
+            p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
+                       anti_aliasing=False, preserve_range=True)
+            p = np.clip(p, 0, None)
+            p = (p / np.maximum(p.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
+        return p
 
     def predict_proba(self, X):
         """Per-pixel class probabilities.

@@ -539,3 +539,13 @@ def test_warm_start_fine_tunes_from_the_fitted_weights(fitted, data, test_data):
         with_params(fitted, warm_start=True, classes=None).fit(X, (y > 0).astype(int))
     with pytest.raises(ValueError, match="fine-tuning keeps the architecture"):
         with_params(fitted, warm_start=True, module__depth=3).fit(X, y)
+
+
+def test_n_jobs_predicts_the_same_maps(fitted, test_data):
+    X, _ = test_data
+    serial = fitted.predict_proba(X)
+    parallel = with_params(fitted, n_jobs=2).predict_proba(X)
+    np.testing.assert_array_equal(serial, parallel)
+    sizes = [X[0][:40, :50], X[1], X[2][:33, :61]]
+    for a, b in zip(fitted.predict_proba(sizes), with_params(fitted, n_jobs=2).predict_proba(sizes)):
+        np.testing.assert_array_equal(a, b)
