@@ -23,7 +23,6 @@ and coherent (bright-field) contrast, so it is offered for annular dark-field de
 """
 
 import numbers
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +32,7 @@ from scipy.signal import resample
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 
-from ._validation import SklatomWarning, check_image_batch, check_pixel_size, stack_if_same_shape
+from ._validation import check_image_batch, check_pixel_size, stack_if_same_shape
 from .structures import scan_region
 
 __all__ = ["MultisliceSimulator", "AcquisitionModel", "DETECTORS", "wavelength"]
@@ -460,6 +459,11 @@ def _build_scan(atoms, s, seed):
     if s["frozen_phonons"] > 0:
         structure = abtem.FrozenPhonons(atoms, num_configs=s["frozen_phonons"],
                                         sigmas=s["phonon_sigma"], seed=seed)
+    if s["method"] == "prism":
+        window = max(s["prism_window"], 1.0)
+        interpolation = tuple(max(1, int(e // window)) for e in extent)
+        # PRISM needs the potential grid to divide evenly by the interpolation factor
+        gpts = tuple(_smooth_size(g / f) * f for g, f in zip(gpts, interpolation))
     potential = abtem.Potential(structure, gpts=gpts, slice_thickness=s["slice_thickness"],
                                 projection="infinite", parametrization="lobato")
     scan = abtem.GridScan(start=(x0, y0), end=(x0 + n_scan[1] * step, y0 + n_scan[0] * step),
@@ -467,13 +471,6 @@ def _build_scan(atoms, s, seed):
     aberrations = {"C30": s["Cs"]} if s["Cs"] else {}
     detector = abtem.AnnularDetector(inner=s["inner"], outer=s["outer"])
     if s["method"] == "prism":
-        window = max(s["prism_window"], 1.0)
-        interpolation = tuple(max(1, int(e // window)) for e in extent)
-        # PRISM needs the potential grid to divide evenly by the interpolation factor
-        gpts = tuple(_smooth_size(g / f) * f for g, f in zip(gpts, interpolation))
-        potential = abtem.Potential(structure, gpts=gpts,
-                                    slice_thickness=s["slice_thickness"],
-                                    projection="infinite", parametrization="lobato")
         smatrix = abtem.SMatrix(potential=potential, energy=s["energy"],
                                 semiangle_cutoff=s["alpha"], interpolation=interpolation)
         ctf = abtem.CTF(semiangle_cutoff=s["alpha"], energy=s["energy"],
@@ -782,7 +779,3 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             coords[:, 0] = row
             coords[:, 1] = coords[:, 1] - shift
         return out, coords
-
-
-def _warn(message):
-    warnings.warn(message, SklatomWarning, stacklevel=3)
