@@ -580,7 +580,7 @@ def _cmd_demo(args):
             "",
             f"== {title}: 256x256 px at {ps} Å/px, PRISM multislice ({t_sim:.1f} s), dose "
             f"5e6 e/Å²; atoms found in {t_find:.1f} s",
-            f"   classes: " + ", ".join(f"{c} = {n}" for c, n in names.items()),
+            "   classes: " + ", ".join(f"{c} = {n}" for c, n in names.items()),
             f"   atoms: {s['n_pred']} found, {s['n_true']} true, {s['n_matched']} matched "
             f"within {tolerance} Å",
             f"   precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "

@@ -16,13 +16,7 @@ from sklatom.segmentation import FCNSegmenter
 PIXEL = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny networks run fastest on one thread on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
