@@ -570,7 +570,7 @@ def main(argv=None):
     log("simulating the test and validation sets")
     test, validation = make_sets(args.quick, args.n_images, lattices, args.no_prism, log)
 
-    methods, params, failed = [], {}, {}
+    methods, failed = [], {}
     methods.append(Sklatom())
     for m in classical_methods(args.quick):
         t0 = time.time()
