@@ -2,6 +2,7 @@
 
 import copy
 import json
+import pickle
 import struct
 import warnings
 
@@ -25,7 +26,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklatom._augment import augment_intensity, random_patch
-from sklatom._unet import UNet, receptive_field
+from sklatom._unet import UNet, inference_copy, receptive_field
 from sklatom._validation import SklatomWarning
 from sklatom.segmentation import FCNSegmenter, _digest
 
@@ -168,6 +169,40 @@ def test_tiled_prediction_equals_whole_image(fitted):
     # the comparison can fail: without overlap the tile seams show
     seams = with_params(fitted, tile_size=64, tile_overlap=0).predict_proba(X)
     assert np.abs(seams - whole).max() > 1e-3
+
+
+def test_tiles_of_an_odd_sized_image_agree_with_the_whole(fitted):
+    X, _ = make_blobs(n=1, size=(203, 150), seed=4)
+    whole = with_params(fitted, tile_size=1024).predict_proba(X)
+    tiled = with_params(fitted, tile_size=96).predict_proba(X)  # 32 px kept per tile
+    assert whole.shape == (1, 3, 203, 150)
+    assert np.abs(tiled - whole).max() < 1e-4
+
+
+def test_inference_copy_is_the_same_function(fitted):
+    module = fitted.net_.module_
+    frozen = inference_copy(module)
+    x = torch.from_numpy(make_blobs(n=2, size=48, seed=5)[0].astype(np.float32)[:, None])
+    with torch.no_grad():
+        expected = module.eval()(x)
+        got = frozen(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # batch norm was folded into the copy only
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+
+
+def test_prediction_follows_in_place_weight_changes(fitted, test_data):
+    est = with_params(fitted)
+    before = est.predict(test_data[0])
+    with torch.no_grad():
+        est.net_.module_.head.bias[2] += 50.0  # class 2 everywhere
+    after = est.predict(test_data[0])
+    assert (before == 2).mean() < 0.5 and (after == 2).all()
+    # the folded copy is a cache: not pickled, rebuilt from the weights after loading
+    assert "_frozen" not in est.__getstate__()
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(test_data[0]), after)
 
 
 def test_tile_overlap_too_large_for_tile_size(fitted, test_data):
