@@ -26,6 +26,7 @@ import numbers
 from functools import lru_cache
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy import ndimage
 from scipy.fft import irfftn, next_fast_len, rfftn
 from scipy.signal import resample
@@ -298,8 +299,6 @@ class MultisliceSimulator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         if settings["method"] != "incoherent" and self.scheduler == "distributed":
             images = _simulate_distributed(structures, settings, seeds)
         elif settings["method"] == "incoherent" and self.n_jobs not in (None, 1):
-            from joblib import Parallel, delayed
-
             images = Parallel(n_jobs=self.n_jobs)(
                 delayed(simulate)(_structure_key(a), settings, int(s), "synchronous", 1)
                 for a, s in zip(structures, seeds)
@@ -620,6 +619,10 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Detector gain applied at the end.
     gamma : float, default=1.0
         Detector non-linearity: output = contrast * counts ** gamma.
+    n_jobs : int or None, default=None
+        Images recorded in parallel threads (None = 1). Every image draws its noise from its
+        own seed, taken from ``random_state`` in order, so the output is the same for any
+        ``n_jobs``.
     random_state : int, RandomState instance or None, default=None
         Seeds all random draws.
 
@@ -644,6 +647,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         background=0.0,
         contrast=1.0,
         gamma=1.0,
+        n_jobs=None,
         random_state=None,
     ):
         self.dose = dose
@@ -656,6 +660,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.background = background
         self.contrast = contrast
         self.gamma = gamma
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     def __sklearn_tags__(self):
@@ -723,34 +728,44 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             raise ValueError(
                 f"coordinates has {len(coordinates)} entries for {len(images)} images"
             )
-        rng = check_random_state(self.random_state)
-        out_images, out_coords = [], []
-        for i, image in enumerate(images):
-            if np.any(image < 0) and self.dose is not None:
-                raise ValueError(
-                    f"X[{i}] has negative intensities; shot noise needs non-negative images"
-                )
-            d = np.array(drift) * (rng.uniform(-1, 1, 2) if self.random_drift else 1.0)
-            jitter = rng.normal(0, self.scan_jitter, image.shape[0]) if self.scan_jitter else \
-                np.zeros(image.shape[0])
-            image, coords = self._distort(image, None if coordinates is None else
-                                          np.asarray(coordinates[i], dtype=float),
-                                          d / ps, jitter / ps)
-            if self.blur:
-                image = ndimage.gaussian_filter(image, self.blur / ps, mode="reflect")
-            if self.background:
-                image = image + self._background(image, rng)
-            if self.dose is not None:
-                expected = np.clip(image, 0, None) * self.dose * ps * ps
-                image = rng.poisson(expected).astype(np.float64)
-            if self.read_noise:
-                image = image + rng.normal(0, self.read_noise, image.shape)
-            if self.gamma != 1.0:
-                image = np.sign(image) * np.abs(image) ** self.gamma
-            image = self.contrast * image
-            out_images.append(image.astype(np.float32))
-            out_coords.append(coords)
-        return stack_if_same_shape(out_images), (None if coordinates is None else out_coords)
+        # one seed per image, drawn up front: image i gets the same noise whatever n_jobs is
+        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max,
+                                                              size=len(images))
+        args = [(image, None if coordinates is None else coordinates[i], seed, ps, drift, i)
+                for i, (image, seed) in enumerate(zip(images, seeds))]
+        if self.n_jobs in (None, 1) or len(images) < 2:
+            done = [self._record_one(*a) for a in args]
+        else:
+            done = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+                delayed(self._record_one)(*a) for a in args)
+        out_images = [image for image, _ in done]
+        out_coords = None if coordinates is None else [c for _, c in done]
+        return stack_if_same_shape(out_images), out_coords
+
+    def _record_one(self, image, coords, seed, ps, drift, i):
+        """One recorded image (float32) and its moved coordinates (or None)."""
+        if np.any(image < 0) and self.dose is not None:
+            raise ValueError(
+                f"X[{i}] has negative intensities; shot noise needs non-negative images"
+            )
+        rng = np.random.RandomState(seed)
+        d = np.array(drift) * (rng.uniform(-1, 1, 2) if self.random_drift else 1.0)
+        jitter = rng.normal(0, self.scan_jitter, image.shape[0]) if self.scan_jitter else \
+            np.zeros(image.shape[0])
+        image, coords = self._distort(image, None if coords is None else
+                                      np.asarray(coords, dtype=float), d / ps, jitter / ps)
+        if self.blur:
+            image = ndimage.gaussian_filter(image, self.blur / ps, mode="reflect")
+        if self.background:
+            image = image + self._background(image, rng)
+        if self.dose is not None:
+            expected = np.clip(image, 0, None) * self.dose * ps * ps
+            image = rng.poisson(expected).astype(np.float64)
+        if self.read_noise:
+            image = image + rng.normal(0, self.read_noise, image.shape)
+        if self.gamma != 1.0:
+            image = np.sign(image) * np.abs(image) ** self.gamma
+        return (self.contrast * image).astype(np.float32), coords
 
     def _background(self, image, rng):
         h, w = image.shape

@@ -226,6 +226,24 @@ def test_dose_sets_poisson_counts():
     np.testing.assert_array_equal(noisy, again)
 
 
+def test_acquisition_n_jobs_gives_the_same_recordings():
+    rng = np.random.default_rng(2)
+    clean = [rng.random((40, 48)) * 0.05 for _ in range(5)]
+    coords = [np.column_stack([rng.uniform(5, 35, 6), rng.uniform(5, 40, 6)]) for _ in clean]
+    params = dict(dose=1e6, blur=0.1, scan_jitter=0.02, drift=(0.002, 0.003), background=0.3,
+                  read_noise=1.0, random_state=7)
+    serial = AcquisitionModel(**params).transform_with_coordinates(clean, coords)
+    threaded = AcquisitionModel(**params, n_jobs=2).transform_with_coordinates(clean, coords)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    for a, b in zip(serial[1], threaded[1]):
+        np.testing.assert_array_equal(a, b)
+    # every image has its own noise, not one shared draw
+    assert not np.array_equal(serial[0][0] - clean[0], serial[0][1] - clean[1])
+    # an image's noise depends on its position in the batch and the seed only
+    first = AcquisitionModel(**params).transform(clean[:2])
+    np.testing.assert_array_equal(first, serial[0][:2])
+
+
 def test_without_dose_and_distortions_the_image_is_unchanged():
     clean = np.random.default_rng(0).random((1, 20, 30))
     out = AcquisitionModel(dose=None).transform(clean)
