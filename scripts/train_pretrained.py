@@ -31,6 +31,8 @@ PIXEL_SIZE = 0.1  # Å/px of the training images
 LATTICE_NAMES = sorted(LATTICES)
 TRAIN_DOSES = (1e6, 2e6, 5e6, 1e7, 3e7)  # e/Å²
 TEST_DOSES = (2e6, 5e6, 2e7)
+#: Training set of the shipped model: images per lattice, every k-th one simulated with PRISM.
+N_PER_LATTICE, PRISM_EVERY = 60, 2
 
 
 def random_acquisition(rng, dose):
@@ -104,6 +106,21 @@ def make_set(n_per_lattice, seed, doses, shape=(256, 256), prism_every=0, lattic
     return images, masks, coords, meta
 
 
+def save_training_set(path, images, masks, meta):
+    """Store a training set (lists of images and masks, per-image dicts) in one .npz file."""
+    np.savez_compressed(path, n=len(images), meta=json.dumps(meta),
+                        **{f"X{i}": x for i, x in enumerate(images)},
+                        **{f"y{i}": m for i, m in enumerate(masks)})
+
+
+def load_training_set(path):
+    """The lists of images and masks and the per-image dicts :func:`save_training_set` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        n = int(data["n"])
+        return ([data[f"X{i}"] for i in range(n)], [data[f"y{i}"] for i in range(n)],
+                json.loads(str(data["meta"])))
+
+
 def evaluate(segmenter, images, coords, meta, tolerance=0.5, ignore_border=0.5):
     """Atom F1 / RMSE (Å) per lattice and dose with the default PeakFinder.
 
@@ -135,12 +152,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="general", choices=sorted(PRETRAINED))
-    parser.add_argument("--n-per-lattice", type=int, default=60)
-    parser.add_argument("--prism-every", type=int, default=4,
+    parser.add_argument("--n-per-lattice", type=int, default=N_PER_LATTICE)
+    parser.add_argument("--prism-every", type=int, default=PRISM_EVERY,
                         help="every k-th training image is simulated with PRISM")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patches-per-epoch", type=int, default=640)
-    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--base-filters", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="model file (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1,
@@ -168,19 +185,14 @@ def main(argv=None):
         write_metrics(seg, args, report, report_path)
         return
     if args.data_cache and os.path.exists(args.data_cache):
-        with np.load(args.data_cache, allow_pickle=False) as data:
-            X = [data[f"X{i}"] for i in range(int(data["n"]))]
-            y = [data[f"y{i}"] for i in range(int(data["n"]))]
-            meta = json.loads(str(data["meta"]))
+        X, y, meta = load_training_set(args.data_cache)
         print(f"loaded the training set from {args.data_cache}", flush=True)
     else:
         print("simulating the training set", flush=True)
         X, y, _, meta = make_set(args.n_per_lattice, args.seed, TRAIN_DOSES,
                                  prism_every=args.prism_every)
         if args.data_cache:
-            np.savez_compressed(args.data_cache, n=len(X), meta=json.dumps(meta),
-                                **{f"X{i}": x for i, x in enumerate(X)},
-                                **{f"y{i}": m for i, m in enumerate(y)})
+            save_training_set(args.data_cache, X, y, meta)
     n_prism = sum(m["method"] == "prism" for m in meta)
     print(f"{len(X)} training images ({n_prism} PRISM) in {time.time() - t0:.0f} s",
           flush=True)
@@ -252,7 +264,7 @@ def write_metrics(seg, args, report, path):
     """Score the model on held-out sets (other seeds) and store the table in ``path``."""
     print("simulating the held-out test sets", flush=True)
     Xt, _, ct, mt = make_set(args.n_test, args.seed + 1000, TEST_DOSES, verbose=False)
-    Xp, _, cp, mp = make_set(max(2, args.n_test // 2), args.seed + 2000, (5e6,),
+    Xp, _, cp, mp = make_set(args.n_test, args.seed + 2000, (5e6,),
                              prism_every=1, verbose=False)
     report.update(
         test_doses=TEST_DOSES, test_images=len(Xt), test_prism_images=len(Xp),

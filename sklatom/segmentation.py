@@ -283,9 +283,12 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         differs from ``pixel_size_`` the images are rescaled by ``pixel_size / pixel_size_`` to
         the training sampling (bilinear), segmented, and the probabilities are resized back to
         the input size and renormalised. None: images are at the training sampling.
-    tile_size : int, default=512
+    tile_size : int, default=1024
         Side of the square inference tiles in pixels (rounded down to a multiple of
-        ``2 ** module__depth``). Bounds the memory of inference.
+        ``2 ** module__depth``). Bounds the memory of inference. An image up to this size
+        is segmented whole; larger tiles overlap less, smaller ones run faster per pixel on a
+        CPU (their activations fit in the cache): for images much larger than 1024 px, 512 is
+        faster (measured in ``docs/model_card.rst``).
     tile_overlap : int or "auto", default="auto"
         Overlap of neighbouring tiles in pixels; only the central part of each tile (without
         ``tile_overlap / 2`` on each side, rounded up to a multiple of ``2 ** module__depth``)
@@ -381,7 +384,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         classes=None,
         training_pixel_size=None,
         pixel_size=None,
-        tile_size=512,
+        tile_size=1024,
         tile_overlap="auto",
         device="auto",
         verbose=1,
@@ -750,8 +753,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             padded.shape[1], tile, margin)
         out = np.empty((self.n_classes_,) + padded.shape, dtype=np.float32)
         tiles = [(r, c) for r in rows for c in cols]
-        bs = self._check_int("batch_size")
         device = self.device_
+        # on a CPU one tile per call is fastest (the activations stay in cache); a GPU gets
+        # batches of tiles
+        bs = 1 if device == "cpu" else self._check_int("batch_size")
         with torch.inference_mode():
             for start in range(0, len(tiles), bs):
                 chunk = tiles[start:start + bs]
