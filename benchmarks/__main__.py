@@ -12,8 +12,9 @@ Held-out test sets with ground truth are simulated here with seeds the training 
   ranges (blur 0.15 Å, scan jitter 0.02 Å, drift 0.001 Å/row, background 0.2);
 * distribution-shift sets (5e6 e/Å², settings outside the training ranges): 200 kV (training:
   60/80/100 kV), defocus 60 Å (training: ±20 Å), strong scan distortion (jitter 0.08 Å, drift
-  0.006 Å/row; training: up to 0.04 Å and 0.002 Å/row), and PRISM multislice at 200 kV (one
-  128 px image per lattice: PRISM is slow; training saw PRISM only at 60-100 kV).
+  0.006 Å/row; training: up to 0.04 Å and 0.002 Å/row), and PRISM multislice at 200 kV
+  (128 px images, a third as many as the other sets: PRISM is slow; training saw PRISM only
+  at 60-100 kV).
 
 Methods, all scored with the same :func:`sklatom.metrics.atom_scores` (0.5 Å tolerance, atoms
 within 0.5 Å of the edge left out, classes ignored):
@@ -100,7 +101,8 @@ def make_sets(quick, n_images, lattices, skip_prism, log):
         if (skip_prism or quick) and "PRISM" in cond:  # PRISM takes minutes even small
             continue
         shape = (min(size, spec["size"] or size),) * 2
-        n = 1 if (quick or spec["size"]) else n_images
+        # PRISM images are slow: a third as many
+        n = 1 if quick else (max(1, n_images // 3) if spec["size"] else n_images)
         for li, lattice in enumerate(lattices):
             t0 = time.time()
             X, c = simulate(lattice, n, TEST_SEED + 100 * ci + li, shape, spec["dose"],
@@ -314,25 +316,27 @@ class Atomap:
 
 
 def _training_data(path, quick, log):
-    """sklatom's training images and masks (the cache scripts/train_pretrained.py wrote), cut
-    into 128 x 128 px tiles for AtomAI (which needs one image size)."""
-    if path and os.path.exists(path):
-        with np.load(path, allow_pickle=False) as data:
-            n = int(data["n"])
-            X = [data[f"X{i}"] for i in range(n)]
-            y = [data[f"y{i}"] for i in range(n)]
-        source = f"{path} ({n} images, the shipped model's training set)"
-    else:
-        import importlib.util
+    """sklatom's training images and masks, cut into 128 x 128 px tiles for AtomAI (which
+    needs one image size). Read from ``path``, the training-set cache of
+    scripts/train_pretrained.py; when missing, simulated with that script's settings and seed
+    (about 8 minutes) and stored there for the next run."""
+    import importlib.util
 
-        spec = importlib.util.spec_from_file_location(
-            "train_pretrained", os.path.join(REPO, "scripts", "train_pretrained.py"))
-        tp = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tp)
-        n_per = 2 if quick else 12
-        X, y, _, _ = tp.make_set(n_per, 0, tp.TRAIN_DOSES, prism_every=4, verbose=False)
-        source = (f"simulated with scripts/train_pretrained.make_set (seed 0, {n_per} images "
-                  f"per lattice: {path or 'no cache'} not found)")
+    spec = importlib.util.spec_from_file_location(
+        "train_pretrained", os.path.join(REPO, "scripts", "train_pretrained.py"))
+    tp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tp)
+    if quick:
+        X, y, _, _ = tp.make_set(2, 0, tp.TRAIN_DOSES, prism_every=0, verbose=False)
+        source = "2 images per lattice (--quick)"
+    else:
+        if not os.path.exists(path):
+            log(f"  simulating sklatom's training set for AtomAI (cached in {path})")
+            X, y, _, meta = tp.make_set(tp.N_PER_LATTICE, 0, tp.TRAIN_DOSES,
+                                        prism_every=tp.PRISM_EVERY, verbose=False)
+            tp.save_training_set(path, X, y, meta)
+        X, y, _ = tp.load_training_set(path)
+        source = f"{path} ({len(X)} images, the shipped model's training set)"
     tiles, masks = [], []
     for x, m in zip(X, y):
         for r in range(0, x.shape[0] - 127, 128):
@@ -538,15 +542,17 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
-    parser.add_argument("--n-images", type=int, default=3,
-                        help="test images per lattice and condition (default 3)")
+    parser.add_argument("--n-images", type=int, default=6,
+                        help="test images per lattice and condition (default 6; a third as "
+                             "many for the PRISM set)")
     parser.add_argument("--peers", default="atomap,atomai",
                         help="comma-separated peers to run: atomap, atomai, or none")
     parser.add_argument("--cache", default=peers.DEFAULT_CACHE,
                         help="folder of the peer virtualenvs and trained peer models")
-    parser.add_argument("--train-data", default="/tmp/general_train2.npz",
-                        help="the .npz training-set cache of scripts/train_pretrained.py, used to "
-                             "train AtomAI (simulated anew when missing)")
+    parser.add_argument("--train-data", default=None,
+                        help="the .npz training-set cache of scripts/train_pretrained.py "
+                             "(--data-cache), used to train AtomAI (default: "
+                             "<cache>/general_train.npz, simulated there when missing)")
     parser.add_argument("--atomai-budget", type=float, default=None,
                         help="AtomAI training seconds (default: sklatom's train_seconds)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, every method")
@@ -591,7 +597,8 @@ def main(argv=None):
             if name == "atomap":
                 m = Atomap(args.cache, workdir, log).tune(validation)
             else:
-                m = AtomAI(args.cache, workdir, log, args.train_data, budget, args.quick,
+                train_data = args.train_data or os.path.join(args.cache, "general_train.npz")
+                m = AtomAI(args.cache, workdir, log, train_data, budget, args.quick,
                            args.threads)
             methods.append(m)
             log(f"set up {name} in {time.time() - t0:.0f} s: {m.params}")

@@ -1,0 +1,185 @@
+"""Benchmark the pretrained FCNSegmenter: CPU inference against AtomAI, and training time.
+
+1. Inference. Held-out images (incoherent HAADF, 0.1 Å/px, 5e6 e/Å², graphene and MoS2; seeds
+   not used for training) of 256 x 256 and 1024 x 1024 px. Per image, in one run:
+
+   * sklatom: ``load_pretrained().transform`` (probability maps), and the same plus
+     ``PeakFinder()`` (atoms);
+   * AtomAI 0.8.1: ``Segmentor("Unet").predict`` (maps and its ``Locator`` atoms), run in the
+     virtualenv that ``python -m benchmarks`` uses (created here when missing). When that
+     command has trained an AtomAI model on sklatom's training data it is used, so that F1 can
+     be compared; otherwise an untrained default ``Segmentor("Unet")`` is timed (same network,
+     same compute) and its F1 is reported as not measured.
+
+   Both sides use the same number of torch threads (``--threads``). The first image of each
+   size is run once untimed on both sides.
+
+2. Training from scratch to F1 >= 0.98 on one lattice (``--lattice``, 2 torch threads): a
+   small simulated training set, the pretrained model's recipe, and fits of 1, 2, 4, ...
+   epochs from scratch until one reaches the target F1 on held-out images; the time of that
+   fit is the time to the target.
+
+Usage::
+
+    python benchmarks/bench_segmentation.py                 # both parts (about 10 minutes)
+    python benchmarks/bench_segmentation.py --skip-training
+"""
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script
+import peers  # noqa: E402
+
+from sklatom.datasets import make_lattice_images  # noqa: E402
+from sklatom.metrics import atom_scores  # noqa: E402
+from sklatom.peaks import PeakFinder  # noqa: E402
+from sklatom.pretrained import GENERAL_LABELS, load_pretrained  # noqa: E402
+from sklatom.segmentation import FCNSegmenter  # noqa: E402
+from sklatom.simulation import AcquisitionModel, MultisliceSimulator  # noqa: E402
+
+PIXEL_SIZE = 0.1
+TOLERANCE = 0.5  # Å, as in the model card
+
+
+def held_out(lattice, size, n, seed, dose=5e6, defects="default"):
+    """``n`` recorded images of ``size`` px with ground-truth (row, col, class) per image."""
+    X, y, coords = make_lattice_images(
+        n, lattice, shape=(size, size), pixel_size=PIXEL_SIZE, labels=GENERAL_LABELS,
+        simulator=MultisliceSimulator(method="incoherent", progress=False),
+        acquisition=AcquisitionModel(dose=dose, blur=0.15, scan_jitter=0.01, random_state=seed),
+        defects=defects, random_state=seed)
+    return list(X), list(y), coords
+
+
+def score(found, truth, images):
+    s = atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
+                    ignore_border=0.5, image_shape=[x.shape for x in images])
+    return s["f1"], s["rmse"]
+
+
+def time_sklatom(images):
+    seg, finder = load_pretrained(device="cpu"), PeakFinder()
+    seg.transform(images[0][None])  # warm-up
+    maps_s, atoms_s, found = [], [], []
+    for img in images:
+        t0 = time.perf_counter()
+        proba = seg.transform(img[None])
+        t1 = time.perf_counter()
+        found.append(finder.transform(proba)[0])
+        t2 = time.perf_counter()
+        maps_s.append(t1 - t0)
+        atoms_s.append(t2 - t0)
+    return np.mean(maps_s), np.mean(atoms_s), found
+
+
+def trained_atomai_model(cache):
+    """The newest AtomAI model that ``python -m benchmarks`` trained, or None."""
+    models = glob.glob(os.path.join(cache, "atomai-models", "*", "segmentor.tar"))
+    return max(models, key=os.path.getmtime) if models else None
+
+
+def time_atomai(python, model, images, threads):
+    """AtomAI's predict + Locator per image, in its venv: (seconds per image, atoms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req, res = os.path.join(tmp, "req.npz"), os.path.join(tmp, "res.npz")
+        np.savez(req, images=np.stack(images).astype(np.float32), model=model or "",
+                 nb_classes=3, threshold=0.5, refine=0)
+        peers.run_in_venv(python, "atomai-find", req, res, timeout=3600,
+                          env={"SKLATOM_BENCH_THREADS": str(threads)})
+        with np.load(res) as d:
+            return float(np.mean(d["seconds"])), [d[f"coords_{i}"] for i in range(int(d["n"]))]
+
+
+def inference(args):
+    torch.set_num_threads(args.threads)
+    try:
+        python = peers.ensure_venv("atomai", args.cache)
+        version = peers.peer_version(python, "atomai")
+        model = trained_atomai_model(args.cache)
+        atomai_note = (f"AtomAI {version}, model {model} (trained by python -m benchmarks)"
+                       if model else f"AtomAI {version}, untrained default Segmentor('Unet') "
+                       "(timing only: run `python -m benchmarks` first for its F1)")
+    except peers.PeerUnavailable as exc:
+        python, atomai_note = None, f"AtomAI not measured: {exc}"
+    print(f"# inference, {args.threads} torch thread(s); {atomai_note}")
+    print(f"{'size':>6} {'lattice':<9} {'sklatom maps':>13} {'+atoms':>8} {'F1':>6} "
+          f"{'RMSE Å':>7} | {'AtomAI':>8} {'F1':>6} {'RMSE Å':>7} | {'speed-up maps':>13} "
+          f"{'atoms':>6}")
+    for size in args.sizes:
+        for k, lattice in enumerate(("graphene", "MoS2")):
+            X, _, truth = held_out(lattice, size, args.n_images, seed=9000 + 10 * size + k)
+            t_maps, t_atoms, found = time_sklatom(X)
+            f1, rmse = score(found, truth, X)
+            line = (f"{size:>6} {lattice:<9} {t_maps:>12.3f}s {t_atoms:>7.3f}s {f1:>6.3f} "
+                    f"{rmse:>7.3f} | ")
+            if python is None:
+                print(line + "not measured")
+                continue
+            t_ai, found_ai = time_atomai(python, model, X, args.threads)
+            f1_ai, rmse_ai = score(found_ai, [t[:, :2] for t in truth], X) if model else (
+                np.nan, np.nan)
+            print(line + f"{t_ai:>7.3f}s {f1_ai:>6.3f} {rmse_ai:>7.3f} | "
+                  f"{t_ai / t_maps:>12.1f}x {t_ai / t_atoms:>5.1f}x", flush=True)
+    print("speed-up = AtomAI seconds per image / sklatom seconds per image (maps: transform "
+          "only; atoms: transform + PeakFinder, like AtomAI's predict + Locator)")
+
+
+def training(args):
+    """Fits of 1, 2, 4, ... epochs from scratch until held-out F1 >= target."""
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    X, y, _ = held_out(args.lattice, 256, args.n_train, seed=7100)
+    Xv, _, cv = held_out(args.lattice, 256, 6, seed=7200)
+    print(f"\n# training from scratch on {args.lattice}: {len(X)} images of 256 px "
+          f"(simulated in {time.perf_counter() - t0:.0f} s), held-out 6 images; 2 threads")
+    pretrained = load_pretrained().get_params()
+    recipe = {k: pretrained[k] for k in pretrained if k.startswith("module__")}
+    recipe.update(lr=pretrained["lr"], batch_size=8, patch_size=128, patches_per_epoch=320,
+                  augment=True, classes=pretrained["classes"],
+                  class_weight=pretrained["class_weight"],
+                  training_pixel_size=PIXEL_SIZE, validation_fraction=None,
+                  early_stopping_patience=None, verbose=0, random_state=0)
+    print(f"{'epochs':>7} {'train s':>8} {'F1':>6} {'RMSE Å':>7}")
+    epochs = 1
+    while epochs <= args.max_epochs:
+        seg = FCNSegmenter(max_epochs=epochs, lr_schedule="cosine", **recipe)
+        t = time.perf_counter()
+        seg.fit(X, y)
+        dt = time.perf_counter() - t
+        f1, rmse = score(PeakFinder().transform(seg.transform(Xv)), cv, Xv)
+        print(f"{epochs:>7} {dt:>8.0f} {f1:>6.3f} {rmse:>7.3f}", flush=True)
+        if f1 >= args.target:
+            print(f"time to F1 >= {args.target}: {dt:.0f} s ({dt / 60:.1f} min; target "
+                  f"<= 10 min)")
+            return
+        epochs *= 2
+    print(f"F1 {args.target} not reached within {args.max_epochs} epochs")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--n-images", type=int, default=3, help="per size and lattice")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
+    parser.add_argument("--cache", default=peers.DEFAULT_CACHE, help="peer venvs and models")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--lattice", default="graphene")
+    parser.add_argument("--n-train", type=int, default=24)
+    parser.add_argument("--target", type=float, default=0.98)
+    parser.add_argument("--max-epochs", type=int, default=32)
+    args = parser.parse_args(argv)
+    inference(args)
+    if not args.skip_training:
+        training(args)
+
+
+if __name__ == "__main__":
+    main()
