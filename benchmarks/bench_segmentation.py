@@ -14,10 +14,11 @@
    Both sides use the same number of torch threads (``--threads``). The first image of each
    size is run once untimed on both sides.
 
-2. Training from scratch to F1 >= 0.98 on one lattice (``--lattice``, 2 torch threads): a
-   small simulated training set, the pretrained model's recipe, and fits of 1, 2, 4, ...
-   epochs from scratch until one reaches the target F1 on held-out images; the time of that
-   fit is the time to the target.
+2. Training from scratch to F1 >= 0.98 on one lattice (``--lattice``, default MoS2: two
+   classes, Mo and S2 columns; 2 torch threads): a small simulated training set at the
+   pretrained model's doses (1e6 to 3e7 e/Å²), the pretrained model's recipe, and fits of 1,
+   2, 4, ... epochs from scratch until one reaches the target F1 on held-out images at 5e6
+   e/Å²; the time of that fit is the time to the target. Class accuracy is printed too.
 
 Usage::
 
@@ -47,6 +48,7 @@ from sklatom.simulation import AcquisitionModel, MultisliceSimulator  # noqa: E4
 
 PIXEL_SIZE = 0.1
 TOLERANCE = 0.5  # Å, as in the model card
+TRAIN_DOSES = (1e6, 2e6, 5e6, 1e7, 3e7)  # e/Å², as the pretrained model's
 
 
 def held_out(lattice, size, n, seed, dose=5e6, defects="default"):
@@ -59,10 +61,10 @@ def held_out(lattice, size, n, seed, dose=5e6, defects="default"):
     return list(X), list(y), coords
 
 
-def score(found, truth, images):
+def score(found, truth, images, with_classes=False):
     s = atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
                     ignore_border=0.5, image_shape=[x.shape for x in images])
-    return s["f1"], s["rmse"]
+    return (s["f1"], s["rmse"]) + ((s["class_accuracy"],) if with_classes else ())
 
 
 def time_sklatom(images):
@@ -136,10 +138,15 @@ def training(args):
     """Fits of 1, 2, 4, ... epochs from scratch until held-out F1 >= target."""
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    X, y, _ = held_out(args.lattice, 256, args.n_train, seed=7100)
+    X, y = [], []
+    for k, dose in enumerate(TRAIN_DOSES):
+        Xd, yd, _ = held_out(args.lattice, 256, args.n_train // len(TRAIN_DOSES),
+                             seed=7100 + k, dose=dose)
+        X, y = X + Xd, y + yd
     Xv, _, cv = held_out(args.lattice, 256, 6, seed=7200)
-    print(f"\n# training from scratch on {args.lattice}: {len(X)} images of 256 px "
-          f"(simulated in {time.perf_counter() - t0:.0f} s), held-out 6 images; 2 threads")
+    print(f"\n# training from scratch on {args.lattice}: {len(X)} images of 256 px at "
+          f"{TRAIN_DOSES} e/Å² (simulated in {time.perf_counter() - t0:.0f} s), held-out 6 "
+          f"images at 5e6 e/Å²; 2 threads")
     pretrained = load_pretrained().get_params()
     recipe = {k: pretrained[k] for k in pretrained if k.startswith("module__")}
     recipe.update(lr=pretrained["lr"], batch_size=8, patch_size=128, patches_per_epoch=320,
@@ -147,15 +154,20 @@ def training(args):
                   class_weight=pretrained["class_weight"],
                   training_pixel_size=PIXEL_SIZE, validation_fraction=None,
                   early_stopping_patience=None, verbose=0, random_state=0)
-    print(f"{'epochs':>7} {'train s':>8} {'F1':>6} {'RMSE Å':>7}")
+    print(f"{'epochs':>7} {'train s':>8} {'F1':>6} {'RMSE Å':>7} {'class acc':>9}")
+    # reference: one epoch with a zero learning rate leaves the random weights (only the batch
+    # norm statistics adapt), so the scores below are learned, not given by the pipeline
+    seg = FCNSegmenter(max_epochs=1, **dict(recipe, lr=0.0)).fit(X, y)
+    f1, rmse, acc = score(PeakFinder().transform(seg.transform(Xv)), cv, Xv, True)
+    print(f"{'0 (lr=0)':>7} {0:>8.0f} {f1:>6.3f} {rmse:>7.3f} {acc:>9.3f}", flush=True)
     epochs = 1
     while epochs <= args.max_epochs:
         seg = FCNSegmenter(max_epochs=epochs, lr_schedule="cosine", **recipe)
         t = time.perf_counter()
         seg.fit(X, y)
         dt = time.perf_counter() - t
-        f1, rmse = score(PeakFinder().transform(seg.transform(Xv)), cv, Xv)
-        print(f"{epochs:>7} {dt:>8.0f} {f1:>6.3f} {rmse:>7.3f}", flush=True)
+        f1, rmse, acc = score(PeakFinder().transform(seg.transform(Xv)), cv, Xv, True)
+        print(f"{epochs:>7} {dt:>8.0f} {f1:>6.3f} {rmse:>7.3f} {acc:>9.3f}", flush=True)
         if f1 >= args.target:
             print(f"time to F1 >= {args.target}: {dt:.0f} s ({dt / 60:.1f} min; target "
                   f"<= 10 min)")
@@ -171,8 +183,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--cache", default=peers.DEFAULT_CACHE, help="peer venvs and models")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--lattice", default="graphene")
-    parser.add_argument("--n-train", type=int, default=24)
+    parser.add_argument("--lattice", default="MoS2")
+    parser.add_argument("--n-train", type=int, default=25, help="training images")
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--max-epochs", type=int, default=32)
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ background.
 
 import functools
 import hashlib
+import itertools
 import json
 import numbers
 import os
@@ -285,10 +286,9 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         the input size and renormalised. None: images are at the training sampling.
     tile_size : int, default=1024
         Side of the square inference tiles in pixels (rounded down to a multiple of
-        ``2 ** module__depth``). Bounds the memory of inference. An image up to this size
-        is segmented whole; larger tiles overlap less, smaller ones run faster per pixel on a
-        CPU (their activations fit in the cache): for images much larger than 1024 px, 512 is
-        faster (measured in ``docs/model_card.rst``).
+        ``2 ** module__depth``). Bounds the memory of inference: an image up to this size
+        is segmented whole, a larger one in tiles (see :doc:`/model_card` for the time and
+        memory of a 4096 x 4096 px image).
     tile_overlap : int or "auto", default="auto"
         Overlap of neighbouring tiles in pixels; only the central part of each tile (without
         ``tile_overlap / 2`` on each side, rounded up to a multiple of ``2 ** module__depth``)
@@ -723,7 +723,8 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         changed in place (training, ``load_state_dict``), which bumps the tensors' versions.
         """
         module = self.net_.module_
-        key = (id(module),) + tuple(t._version for t in module.state_dict().values())
+        key = (id(module),) + tuple(
+            t._version for t in itertools.chain(module.parameters(), module.buffers()))
         cached = getattr(self, "_frozen", None)
         if cached is None or cached[0] != key:
             cached = (key, inference_copy(module))
