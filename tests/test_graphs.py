@@ -446,6 +446,16 @@ def test_transform_features_and_pandas_output():
     assert np.allclose(df.to_numpy(), F)
 
 
+def test_n_jobs_gives_the_same_graphs_and_defects():
+    cols = [sample("graphene", GRAPHENE_DEFECTS, seed)[0] for seed in (5, 6, 7)]
+    X, species = [c.coordinates for c in cols], cols[0].classes
+    serial = GraphDefectClassifier(species=species, pixel_size=PS).fit(X)
+    parallel = GraphDefectClassifier(species=species, pixel_size=PS, n_jobs=2).fit(X)
+    np.testing.assert_array_equal(serial.transform(X), parallel.transform(X))
+    for a, b in zip(serial.predict(X), parallel.predict(X)):
+        np.testing.assert_array_equal(a, b)
+
+
 # --------------------------------------------------------------------------------------------
 # input checks, edge cases
 # --------------------------------------------------------------------------------------------
