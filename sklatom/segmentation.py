@@ -43,6 +43,11 @@ NORMALISATION = {"center": "median", "low_percentile": 0.5, "high_percentile": 9
 PIXEL_SIZE_RANGE = (0.05, 0.3)
 
 
+def _versions(tensors):
+    """In-place modification counters of tensors (they change when the weights change)."""
+    return [t._version for t in tensors]
+
+
 def _tile_spans(length, tile, margin):
     """Tiles along one axis of a padded image: ``(start, stop, keep_start, keep_stop)``.
 
@@ -723,13 +728,12 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         changed in place (training, ``load_state_dict``), which bumps the tensors' versions.
         """
         module = self.net_.module_
-        key = (id(module),) + tuple(
-            t._version for t in itertools.chain(module.parameters(), module.buffers()))
         cached = getattr(self, "_frozen", None)
-        if cached is None or cached[0] != key:
-            cached = (key, inference_copy(module))
+        if cached is None or cached[0] is not module or cached[1] != _versions(cached[2]):
+            tensors = list(itertools.chain(module.parameters(), module.buffers()))
+            cached = (module, _versions(tensors), tensors, inference_copy(module))
             self._frozen = cached
-        return cached[1]
+        return cached[3]
 
     def __getstate__(self):
         state = self.__dict__.copy()
