@@ -252,8 +252,9 @@ def atomai_find(request, result):
 
     Request: ``images``, ``model`` (path of the saved model, or "" for an untrained default
     ``Segmentor("Unet", nb_classes=nb_classes)``: same network, for timing only),
-    ``threshold`` (Locator's), ``refine`` (Locator's Gaussian refinement). The first image is
-    run once untimed (warm-up).
+    ``threshold`` (Locator's), ``refine`` (Locator's Gaussian refinement), optionally
+    ``coords`` (0: time the probability maps only, ``compute_coords=False``; no atoms are
+    returned). The first image is run once untimed (warm-up).
     """
     import warnings
 
@@ -271,12 +272,14 @@ def atomai_find(request, result):
         model = aoi.models.Segmentor("Unet", nb_classes=int(req["nb_classes"]))
     thresh = float(req["threshold"])
     coords, seconds = [], []
+    coords_too = bool(int(req.get("coords", 1)))
     model.predict(req["images"][0].astype(np.float32), thresh=thresh, verbose=False)
     for img in req["images"]:
         t0 = time.perf_counter()
         # Segmentor.predict normalizes to [0, 1] and runs AtomAI's Locator on the output
-        _, found = model.predict(img.astype(np.float32), thresh=thresh,
-                                 refine=bool(int(req["refine"])), verbose=False)
+        out = model.predict(img.astype(np.float32), thresh=thresh, verbose=False,
+                            refine=bool(int(req["refine"])), compute_coords=coords_too)
+        found = out[1] if coords_too else {0: np.zeros((0, 3))}
         pos = np.asarray(found[0], dtype=float).reshape(-1, 3)[:, :2]  # row, col, class
         seconds.append(time.perf_counter() - t0)
         coords.append(pos)

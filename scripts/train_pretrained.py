@@ -157,7 +157,7 @@ def main(argv=None):
                         help="every k-th training image is simulated with PRISM")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patches-per-epoch", type=int, default=640)
-    parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--base-filters", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="model file (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1,
