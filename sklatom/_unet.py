@@ -132,13 +132,18 @@ class UNet(nn.Module):
             ch = w
         self.head = nn.Conv2d(ch, int(n_classes), kernel_size=1)
 
-    def forward(self, x):
+    def encode(self, x):
+        """Encoder and bottleneck: the bottleneck features and the skips, deepest last."""
         skips = []
         for enc in self.encoders:
             x = enc(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.dropout(self.bottleneck(x))
+        return self.bottleneck(x), skips
+
+    def forward(self, x):
+        x, skips = self.encode(x)
+        x = self.dropout(x)
         for up, dec, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
             x = dec(torch.cat([up(x), skip], dim=1))
         return self.head(x)
@@ -182,13 +187,10 @@ class _FrozenUNet(nn.Module):
             self.from_skip.append(b)
             self.decoders.append(nn.Sequential(*list(dec)[1:]))
 
+    encode = UNet.encode
+
     def forward(self, x):
-        skips = []
-        for enc in self.encoders:
-            x = enc(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)  # (dropout is the identity at prediction)
+        x, skips = self.encode(x)  # (dropout is the identity at prediction)
         for up, a, b, dec, skip in zip(self.upsamplers, self.from_up, self.from_skip,
                                        self.decoders, reversed(skips)):
             y = a(up(x))
