@@ -177,7 +177,6 @@ class _FrozenUNet(nn.Module):
 
     def __init__(self, unet):
         super().__init__()
-        self.depth, self.dilation = unet.depth, unet.dilation
         self.encoders, self.pool, self.bottleneck = unet.encoders, unet.pool, unet.bottleneck
         self.upsamplers, self.head = unet.upsamplers, unet.head
         self.from_up, self.from_skip, self.decoders = (nn.ModuleList() for _ in range(3))
@@ -230,8 +229,7 @@ def inference_copy(module):
         block._modules.clear()
         for i, layer in enumerate(fused):
             block.add_module(str(i), layer)
-    with torch.no_grad():
-        frozen = _FrozenUNet(unet).eval()
+    frozen = _FrozenUNet(unet).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen.to(memory_format=torch.channels_last)

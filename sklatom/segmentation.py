@@ -343,9 +343,8 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     comes from a generator seeded with ``(seed, e, i)``. The loss is the cross-entropy over all
     pixels. Prediction pads each image only up to a multiple of ``2 ** module__depth``; one
     larger than ``tile_size`` is cut into overlapping tiles whose origins lie on the pooling
-    grid, each keeping only pixels at least ``tile_overlap / 2`` from a cut. It runs a frozen copy of the network with batch norm
-    folded into the convolutions, in the channels-last layout (rebuilt when the weights
-    change).
+    grid, each keeping only pixels at least ``tile_overlap / 2`` from a cut. It runs the
+    frozen copy of :func:`~sklatom._unet.inference_copy` (rebuilt when the weights change).
 
     Examples
     --------

@@ -728,10 +728,15 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             raise ValueError(
                 f"coordinates has {len(coordinates)} entries for {len(images)} images"
             )
+        if self.dose is not None:
+            for i, image in enumerate(images):
+                if np.any(image < 0):
+                    raise ValueError(f"X[{i}] has negative intensities; shot noise needs "
+                                     "non-negative images")
         # one seed per image, drawn up front: image i gets the same noise whatever n_jobs is
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max,
                                                               size=len(images))
-        args = [(image, None if coordinates is None else coordinates[i], seed, ps, drift, i)
+        args = [(image, None if coordinates is None else coordinates[i], seed, ps, drift)
                 for i, (image, seed) in enumerate(zip(images, seeds))]
         if self.n_jobs in (None, 1) or len(images) < 2:
             done = [self._record_one(*a) for a in args]
@@ -742,12 +747,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         out_coords = None if coordinates is None else [c for _, c in done]
         return stack_if_same_shape(out_images), out_coords
 
-    def _record_one(self, image, coords, seed, ps, drift, i):
+    def _record_one(self, image, coords, seed, ps, drift):
         """One recorded image (float32) and its moved coordinates (or None)."""
-        if np.any(image < 0) and self.dose is not None:
-            raise ValueError(
-                f"X[{i}] has negative intensities; shot noise needs non-negative images"
-            )
         rng = np.random.RandomState(seed)
         d = np.array(drift) * (rng.uniform(-1, 1, 2) if self.random_drift else 1.0)
         jitter = rng.normal(0, self.scan_jitter, image.shape[0]) if self.scan_jitter else \
