@@ -98,7 +98,8 @@ def main(argv=None):
     results["skimage.peak_local_max"] = (dt, coords)
 
     ref = results["skimage.peak_local_max"][0]
-    print(f"best of {args.repeat} (refine='gaussian': 1 run, refined on 1 - P[0]); F1/RMSE against the truth with tolerance {args.tolerance} px")
+    print(f"best of {args.repeat} (refine='gaussian': 1 run, refined on 1 - P[0]); F1/RMSE "
+          f"against the truth with tolerance {args.tolerance} px")
     print(f"{'method':<26}{'time (s)':>10}{'atoms/s':>12}{'speed-up':>10}{'found':>9}"
           f"{'F1':>8}{'RMSE (px)':>11}{'class acc':>11}")
     for name, (dt, coords) in results.items():

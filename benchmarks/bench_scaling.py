@@ -5,7 +5,8 @@
 Times ``MultisliceSimulator(method="prism", scheduler="distributed")`` on a
 ``dask.distributed.LocalCluster`` with 1, 2, ... single-threaded worker processes, beside the
 default threaded scheduler in this process (``n_jobs`` = 1 and 2 threads), on the same
-structures. On a real cluster the same code scales with the workers the cluster gives (see docs/scaling.rst).
+structures. On a real cluster the same code scales with the workers the cluster gives (see
+docs/scaling.rst).
 """
 
 import argparse

@@ -193,7 +193,8 @@ def atomai_train(request, result):
     Request: ``images`` (n, h, w), ``masks`` (n, h, w) int, ``budget_seconds``, ``seed``,
     ``batch_size``. AtomAI trains for a number of iterations, not seconds, so two short trial
     runs measure the start-up cost and the time per iteration, and the real run gets the
-    iterations that fit in the budget. Writes the trained model (AtomAI's own ``save_model``) next to ``result``.
+    iterations that fit in the budget. Writes the trained model (AtomAI's own
+    ``save_model``) next to ``result``.
 
     No on-the-fly augmentation: with more than one atom class AtomAI's augmentor
     (``transforms.imaug.squeeze_channels``) drops every tile whose mask lacks one of the

@@ -443,7 +443,8 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         ``"components"``: threshold each foreground class's map, label the connected pixels
         (4-connectivity) and place an atom at each component's centre of mass weighted by
         ``P[c] - threshold[c]`` (zero at the component's edge, which removes most of the bias of
-        cutting a blob on the pixel grid). Fast and sub-pixel; atoms whose blobs touch above the threshold merge into one.
+        cutting a blob on the pixel grid). Fast and sub-pixel; atoms whose blobs touch above
+        the threshold merge into one.
         ``"maxima"``: local maxima of the foreground probability ``1 - P[0]`` in a
         ``(2 min_distance + 1)`` square window; plateaus count once, at their centroid; the class
         is the argmax over the foreground classes of the map at the maximum; positions are whole
@@ -501,9 +502,9 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     **Raw images for refinement.** Give them as ``transform(P, images=images)``, or pass
     ``X = (P, images)``, a 2-tuple whose first element is a 4-D array or a list: this is what an
     upstream step in a :class:`~sklearn.pipeline.Pipeline` emits to hand the images through
-    (:class:`~sklatom.segmentation.FCNSegmenter` with ``passthrough_images=True``). ``images`` is ``(n_images, height,
-    width)`` or a list of 2-D arrays matching the maps. Without images, ``refine`` works on the
-    foreground probability ``1 - P[0]``.
+    (:class:`~sklatom.segmentation.FCNSegmenter` with ``passthrough_images=True``).
+    ``images`` is ``(n_images, height, width)`` or a list of 2-D arrays matching the maps.
+    Without images, ``refine`` works on the foreground probability ``1 - P[0]``.
 
     **Output.** A list with one float64 array ``(k_i, 3)`` per image: row (px), column (px),
     class index; rows sorted by row then column. An image without atoms gives a ``(0, 3)`` array.

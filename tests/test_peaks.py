@@ -278,7 +278,8 @@ def test_refinement_never_moves_more_than_radius():
     image = render((40, 40), np.array([[20.0, 26.0]]))
     raw = PeakFinder().fit_transform(P)[0]
     for refine in ("com", "gaussian"):
-        refined = PeakFinder(refine=refine, refine_radius=3).fit(P).transform(P, images=image[np.newaxis])[0]
+        refined = PeakFinder(refine=refine, refine_radius=3).fit(P).transform(
+            P, images=image[np.newaxis])[0]
         assert len(refined) == 1
         shift = np.hypot(*(refined[0, :2] - raw[0, :2]))
         assert shift <= 3 * np.sqrt(2)

@@ -576,5 +576,6 @@ def test_n_jobs_predicts_the_same_maps(fitted, test_data):
     parallel = with_params(fitted, n_jobs=2).predict_proba(X)
     np.testing.assert_array_equal(serial, parallel)
     sizes = [X[0][:40, :50], X[1], X[2][:33, :61]]
-    for a, b in zip(fitted.predict_proba(sizes), with_params(fitted, n_jobs=2).predict_proba(sizes)):
+    threaded = with_params(fitted, n_jobs=2).predict_proba(sizes)
+    for a, b in zip(fitted.predict_proba(sizes), threaded):
         np.testing.assert_array_equal(a, b)
