@@ -1036,7 +1036,11 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             others their generated name (see the module's naming scheme).
         """
         coords = self._prepare(X)
-        results, instances = self._find_all(coords, keep_results=True)
+        return self._atom_labels(coords, self._find_all(coords))
+
+    @staticmethod
+    def _atom_labels(coords, instances):
+        """Per image, "lattice" or the defect name of every atom."""
         labels = [np.full(len(c), "lattice", dtype=object) for c in coords]
         for d in instances:
             labels[d["image"]][d["atoms"]] = d["name"]
@@ -1192,9 +1196,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         """
         coords = self._prepare(X)
         results, instances = self._find_all(coords, keep_results=True)
-        labels = [np.full(len(c), "lattice", dtype=object) for c in coords]
-        for d in instances:
-            labels[d["image"]][d["atoms"]] = d["name"]
+        labels = self._atom_labels(coords, instances)
         out = []
         for res, lab in zip(results, labels):
             g = res["g"]
@@ -1312,5 +1314,6 @@ def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, e
         ax.legend(loc="upper right", fontsize="small")
     if image is None and len(coords):
         ax.set_aspect("equal")
-        ax.invert_yaxis() if not ax.yaxis_inverted() else None
+        if not ax.yaxis_inverted():
+            ax.invert_yaxis()
     return ax

@@ -177,16 +177,21 @@ def plot_atoms(image, coordinates, classes=None, ax=None, pixel_size=None, *,
                    edgecolors="none", **kwargs)
     if len(coords):
         ax.legend(loc="upper right", fontsize="small", markerscale=1.5)
+    if image is None:
+        ax.set_aspect("equal")
+        if not ax.yaxis_inverted():
+            ax.invert_yaxis()
+    return _frame(ax, image, pixel_size, title)
+
+
+def _frame(ax, image, pixel_size, title):
+    """Limits to the image with a scale bar (when the pixel size is known), no ticks, title."""
     if image is not None:
         h, w = image.shape
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         if pixel_size is not None:
             add_scale_bar(ax, float(pixel_size), w, h)
-    else:
-        ax.set_aspect("equal")
-        if not ax.yaxis_inverted():
-            ax.invert_yaxis()
     ax.set_xticks([])
     ax.set_yticks([])
     if title is not None:
@@ -247,17 +252,7 @@ def plot_defects(image, coordinates, labels, ax=None, pixel_size=None, *, estima
     coords = _check_coordinates(coordinates)
     ax = plot_defect_graph(image, coords, labels, ax=_axes(ax), pixel_size=pixel_size,
                            estimator=estimator, species=species, cmap=cmap)
-    if image is not None:
-        h, w = image.shape
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        if pixel_size is not None:
-            add_scale_bar(ax, float(pixel_size), w, h)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title is not None:
-        ax.set_title(title)
-    return ax
+    return _frame(ax, image, pixel_size, title)
 
 
 def plot_descriptors(table, x, y, hue=None, ax=None, *, max_categories=20, cmap="viridis",
