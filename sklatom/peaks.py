@@ -94,41 +94,49 @@ def _class_thresholds(threshold, n_classes):
 # detection
 # --------------------------------------------------------------------------------------------
 def _components(p, thresholds, min_area):
-    """Threshold + connected components + probability-weighted centre of mass, per class."""
+    """Threshold the foreground probability, label connected pixels: one atom per component.
+
+    A pixel is foreground when ``1 - P[0]`` exceeds the threshold of its most probable
+    foreground class. Each component's class is the foreground class with the largest
+    probability mass over it (weighted like the centre of mass), so an atom whose class the
+    network is unsure of (a rim of one class around a core of another) stays one atom instead
+    of splitting into pieces per class.
+    """
     W = p.shape[2]
-    out_pos, out_cls, out_conf, out_border = [], [], [], []
-    for c in range(1, p.shape[0]):
-        pc = p[c]
-        lab, n = ndimage.label(pc > thresholds[c])
-        if n == 0:
-            continue
-        flat = lab.ravel()
-        idx = np.flatnonzero(flat)
-        labs = flat[idx]
-        w = pc.ravel()[idx].astype(np.float64)
-        # weights p - threshold go to zero at the component's edge, so the cut does not bias
-        # the centre of mass on the pixel grid (weights p do, by up to ~0.2 px)
-        wc = w - thresholds[c]
-        r, col = np.divmod(idx, W)
-        area = np.bincount(labs, minlength=n + 1)[1:]
-        sw = np.bincount(labs, wc, minlength=n + 1)[1:]
-        sr = np.bincount(labs, wc * r, minlength=n + 1)[1:]
-        sc = np.bincount(labs, wc * col, minlength=n + 1)[1:]
-        # peak probability per component: sort by label, max over each run
-        order = np.argsort(labs, kind="stable")
-        starts = np.searchsorted(labs[order], np.arange(1, n + 1))
-        peak = np.maximum.reduceat(w[order], starts)
-        border = np.zeros(n + 1, bool)
-        border[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
-        keep = area >= min_area
-        out_pos.append(np.column_stack([sr / sw, sc / sw])[keep])
-        out_cls.append(np.full(int(keep.sum()), c, dtype=np.float64))
-        out_conf.append(peak[keep])
-        out_border.append(border[1:][keep])
-    if not out_pos:
+    fg = 1.0 - p[0]
+    if np.all(thresholds[1:] == thresholds[1]):
+        cut = thresholds[1]
+    else:
+        cut = thresholds[1:][np.argmax(p[1:], axis=0)]
+    lab, n = ndimage.label(fg > cut)
+    if n == 0:
         return np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0, bool)
-    return (np.concatenate(out_pos), np.concatenate(out_cls), np.concatenate(out_conf),
-            np.concatenate(out_border))
+    flat = lab.ravel()
+    idx = np.flatnonzero(flat)
+    labs = flat[idx]
+    w = fg.ravel()[idx].astype(np.float64)
+    # weights fg - threshold go to zero at the component's edge, so the cut does not bias the
+    # centre of mass on the pixel grid (weights fg do, by up to ~0.2 px)
+    wc = w - (cut if np.ndim(cut) == 0 else cut.ravel()[idx])
+    r, col = np.divmod(idx, W)
+    area = np.bincount(labs, minlength=n + 1)[1:]
+    sw = np.bincount(labs, wc, minlength=n + 1)[1:]
+    sr = np.bincount(labs, wc * r, minlength=n + 1)[1:]
+    sc = np.bincount(labs, wc * col, minlength=n + 1)[1:]
+    # class: the largest probability mass, weighted like the centre of mass (the core counts
+    # most, where the network is surest)
+    mass = [np.bincount(labs, wc * p[c].ravel()[idx], minlength=n + 1)[1:]
+            for c in range(1, p.shape[0])]
+    cls = np.argmax(mass, axis=0) + 1.0
+    # peak foreground probability per component: sort by label, max over each run
+    order = np.argsort(labs, kind="stable")
+    starts = np.searchsorted(labs[order], np.arange(1, n + 1))
+    peak = np.maximum.reduceat(w[order], starts)
+    border = np.zeros(n + 1, bool)
+    border[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
+    keep = area >= min_area
+    return (np.column_stack([sr / sw, sc / sw])[keep], cls[keep], peak[keep],
+            border[1:][keep])
 
 
 def _maxima(p, thresholds, min_distance):
@@ -402,9 +410,9 @@ refine, refine_radius
         Row (px), column (px) and class index (>= 1) of each atom, sorted by row then column.
         ``(0, 3)`` when no atom is found.
     confidence : ndarray of shape (k,), float64
-        Peak probability of each atom, in [0, 1]: the largest probability of its class within
-        its component (``"components"``) or the foreground probability ``1 - P[0]`` at the
-        maximum (``"maxima"``). For merged atoms, the largest of the merged confidences.
+        Peak foreground probability ``1 - P[0]`` of each atom, in [0, 1]: the largest within
+        its component (``"components"``) or the value at the maximum (``"maxima"``). For
+        merged atoms, the largest of the merged confidences.
 
     Examples
     --------
@@ -440,11 +448,13 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     Parameters
     ----------
     method : {"components", "maxima"}, default="components"
-        ``"components"``: threshold each foreground class's map, label the connected pixels
-        (4-connectivity) and place an atom at each component's centre of mass weighted by
-        ``P[c] - threshold[c]`` (zero at the component's edge, which removes most of the bias of
-        cutting a blob on the pixel grid). Fast and sub-pixel; atoms whose blobs touch above
-        the threshold merge into one.
+        ``"components"``: threshold the foreground probability ``1 - P[0]``, label the
+        connected pixels (4-connectivity) and place an atom at each component's centre of mass
+        weighted by ``1 - P[0] - threshold`` (zero at the component's edge, which removes most
+        of the bias of cutting a blob on the pixel grid); its class is the foreground class with
+        the largest probability mass over the component (same weights), so a blob whose class
+        the network is unsure of stays one atom. Fast and sub-pixel; atoms whose blobs touch
+        above the threshold merge into one.
         ``"maxima"``: local maxima of the foreground probability ``1 - P[0]`` in a
         ``(2 min_distance + 1)`` square window; plateaus count once, at their centroid; the class
         is the argmax over the foreground classes of the map at the maximum; positions are whole
@@ -452,8 +462,9 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     threshold : float, dict or sequence of float, default=0.5
         Probability threshold in (0, 1). A dict maps class index to threshold (classes not
         listed use 0.5); a sequence gives one threshold per foreground class, class 1 first.
-        ``"components"`` keeps pixels with ``P[c] > threshold[c]``; ``"maxima"`` keeps a maximum
-        when ``1 - P[0]`` there exceeds the threshold of its class.
+        ``"components"`` keeps pixels where ``1 - P[0]`` exceeds the threshold of the pixel's
+        most probable foreground class; ``"maxima"`` keeps a maximum when ``1 - P[0]`` there
+        exceeds the threshold of its class.
     min_distance : int, default=2
         Half-size in pixels of the maximum filter (``"maxima"`` only): a maximum is kept when no
         pixel within ``min_distance`` px (Chebyshev distance) is higher.

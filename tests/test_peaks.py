@@ -77,6 +77,23 @@ def test_components_symmetric_blobs_exact(dtype):
     np.testing.assert_array_equal(found[:, 2], SYMMETRIC_ATOMS[idx, 2])
 
 
+def test_components_keep_a_class_uncertain_atom_whole():
+    # what the network does on a distorted MoS2 image: a core that is mostly class 2 inside a
+    # ring where class 1 wins; 1 - P[0] is one blob, so this is one atom, of the core's class
+    rr, cc = np.mgrid[:31, :31]
+    r = np.hypot(rr - 15, cc - 14)
+    core, ring = r < 3, (r >= 3) & (r < 5)
+    P = np.zeros((3, 31, 31))
+    P[1] = np.select([core, ring], [0.15, 0.6])
+    P[2] = np.select([core, ring], [0.8, 0.1])
+    P[0] = 1 - P[1] - P[2]
+    assert ring.sum() > 1.5 * core.sum()  # more class-1 than class-2 probability in all
+    coords, conf = find_peaks(P)
+    np.testing.assert_allclose(coords, [[15.0, 14.0, 2.0]], atol=1e-9)
+    np.testing.assert_allclose(conf, [0.95])
+    assert len(find_peaks(P, method="maxima")[0]) == 1
+
+
 def test_maxima_integer_positions_and_classes():
     atoms = np.array([[8.0, 8.0, 1], [8.0, 20.0, 2], [22.0, 9.0, 2], [21.0, 21.0, 1]])
     P = make_maps((30, 30), atoms)
