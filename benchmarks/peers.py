@@ -255,7 +255,8 @@ def atomai_find(request, result):
     ``Segmentor("Unet", nb_classes=nb_classes)``: same network, for timing only),
     ``threshold`` (Locator's), ``refine`` (Locator's Gaussian refinement), optionally
     ``coords`` (0: time the probability maps only, ``compute_coords=False``; no atoms are
-    returned). The first image is run once untimed (warm-up).
+    returned) and ``repeats`` (each image's time is the fastest of this many runs, default
+    1). The first image is run once untimed (warm-up).
     """
     import warnings
 
@@ -266,6 +267,10 @@ def atomai_find(request, result):
     import torch
 
     torch.set_num_threads(int(os.environ.get("SKLATOM_BENCH_THREADS", "1")))
+    # the allocator state sklatom sets up before predicting (freeing a 30 MiB block raises
+    # glibc's mmap threshold), so that both sides are timed alike
+    block = np.empty(30 << 20, dtype=np.uint8)
+    del block
     req = _load_request(request)
     if str(req["model"]):
         model = aoi.load_model(str(req["model"]))
@@ -276,13 +281,16 @@ def atomai_find(request, result):
     coords_too = bool(int(req.get("coords", 1)))
     model.predict(req["images"][0].astype(np.float32), thresh=thresh, verbose=False)
     for img in req["images"]:
-        t0 = time.perf_counter()
-        # Segmentor.predict normalizes to [0, 1] and runs AtomAI's Locator on the output
-        out = model.predict(img.astype(np.float32), thresh=thresh, verbose=False,
-                            refine=bool(int(req["refine"])), compute_coords=coords_too)
-        found = out[1] if coords_too else {0: np.zeros((0, 3))}
-        pos = np.asarray(found[0], dtype=float).reshape(-1, 3)[:, :2]  # row, col, class
-        seconds.append(time.perf_counter() - t0)
+        best = np.inf
+        for _ in range(int(req.get("repeats", 1))):
+            t0 = time.perf_counter()
+            # Segmentor.predict normalizes to [0, 1] and runs AtomAI's Locator on the output
+            out = model.predict(img.astype(np.float32), thresh=thresh, verbose=False,
+                                refine=bool(int(req["refine"])), compute_coords=coords_too)
+            found = out[1] if coords_too else {0: np.zeros((0, 3))}
+            pos = np.asarray(found[0], dtype=float).reshape(-1, 3)[:, :2]  # row, col, class
+            best = min(best, time.perf_counter() - t0)
+        seconds.append(best)
         coords.append(pos)
     _save_result(result, coords, seconds)
 

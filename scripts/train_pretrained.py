@@ -157,7 +157,9 @@ def main(argv=None):
                         help="every k-th training image is simulated with PRISM")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patches-per-epoch", type=int, default=640)
-    parser.add_argument("--base-filters", type=int, default=6)
+    parser.add_argument("--base-filters", type=int, default=12)
+    parser.add_argument("--space-to-depth", type=int, default=2,
+                        help="the U-Net runs at 1/s of the image resolution")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="model file (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1,
@@ -203,6 +205,7 @@ def main(argv=None):
     class_weight = np.sqrt(counts.sum() / (len(classes) * np.maximum(counts, 1)))
     seg = FCNSegmenter(
         module__depth=3, module__base_filters=args.base_filters, module__dilation=2,
+        module__space_to_depth=args.space_to_depth,
         module__dropout=0.1, lr=2e-3, max_epochs=args.epochs, batch_size=8, patch_size=128,
         patches_per_epoch=args.patches_per_epoch, validation_fraction=0.1,
         early_stopping_patience=8, lr_schedule="cosine", augment=True,

@@ -106,6 +106,25 @@ def test_training_beats_untrained(fitted, data, test_data):
     assert hist[-1, "valid_loss"] < hist[0, "valid_loss"]
 
 
+def test_space_to_depth_network_learns_tiles_and_checks_patch_size(data, test_data):
+    X, y = data
+    # at half resolution the tiny blobs need more filters than TINY has
+    seg = FCNSegmenter(**{**TINY, "module__space_to_depth": 2, "module__base_filters": 16},
+                       max_epochs=30, random_state=0)
+    seg.fit(X, y)
+    assert seg.net_.module_.size_multiple == 8  # 2 * 2**depth
+    assert seg.score(*test_data) > 0.6
+    odd, y_odd = make_blobs(n=1, size=(203, 150), seed=4)
+    whole = with_params(seg, tile_size=1024).predict_proba(odd)
+    # reach 2 * 31 + 1 = 63 px -> margin 64, 32 px kept per 160 px tile
+    tiled = with_params(seg, tile_size=160).predict_proba(odd)
+    assert whole.shape == (1, 3, 203, 150)
+    assert np.abs(tiled - whole).max() < 1e-4
+    assert seg.score(odd, y_odd) > 0.5  # the full-resolution output is aligned
+    with pytest.raises(ValueError, match="multiple of module__space_to_depth"):
+        clone(seg).set_params(patch_size=36).fit(X, y)
+
+
 def test_default_class_names_and_validation_monitoring(data):
     X, y = data
     seg = FCNSegmenter(**TINY, max_epochs=2, validation_fraction=None, random_state=0).fit(X, y)
@@ -210,22 +229,22 @@ def test_tile_overlap_too_large_for_tile_size(fitted, test_data):
         with_params(fitted, tile_size=64, tile_overlap="auto").predict(test_data[0])
 
 
-@pytest.mark.parametrize("depth, dilation", [(1, 1), (2, 2), (3, 1)])
-def test_receptive_field_matches_gradient(depth, dilation):
+@pytest.mark.parametrize("depth, dilation, s", [(1, 1, 1), (2, 2, 1), (3, 1, 1), (2, 2, 2)])
+def test_receptive_field_matches_gradient(depth, dilation, s):
     torch.manual_seed(0)
     net = UNet(n_classes=2, depth=depth, base_filters=8, dilation=dilation,
-               batch_norm=False, dropout=0.0).eval()
-    n = 128
+               batch_norm=False, dropout=0.0, space_to_depth=s).eval()
+    n = 128 * s
     x = torch.rand(1, 1, n, n)
     reach = 0
-    for c in range(n // 2 - 2 ** depth, n // 2 + 2 ** depth):
+    for c in range(n // 2 - net.size_multiple, n // 2 + net.size_multiple):
         xi = x.clone().requires_grad_(True)
         net(xi)[0, :, c, c].sum().backward()
         idx = torch.nonzero(xi.grad[0, 0] != 0)
         if len(idx) == 0:  # every path through a dead ReLU
             continue
         reach = max(reach, int((idx - c).abs().max()))
-    assert reach == receptive_field(depth, dilation)
+    assert reach == receptive_field(depth, dilation, s)
 
 
 @pytest.mark.parametrize("size", [64, 20])
