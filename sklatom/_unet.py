@@ -209,7 +209,8 @@ class _Conv(nn.Module):
 
 
 def _split_skip(conv, n_up):
-    """Two convolutions whose sum equals ``conv`` applied to ``cat([up, skip])``.
+    """Two convolutions whose sum equals ``conv`` (a :class:`_Conv`) applied to
+    ``cat([up, skip])``.
 
     ``n_up`` is the number of channels of ``up``; the first returned convolution (on ``up``)
     carries the bias.
@@ -293,13 +294,11 @@ class _FrozenUNet(nn.Module):
             _BlockLinear(up.weight, up.bias.repeat_interleave(4)) for up in unet.upsamplers)
         self.from_up, self.from_skip, self.decoders = (nn.ModuleList() for _ in range(3))
         for up, dec in zip(unet.upsamplers, unet.decoders):
-            folded = fuse_conv_bn_eval(dec[0], dec[1]) if isinstance(
-                dec[1], nn.BatchNorm2d) else dec[0]
-            a, b = _split_skip(folded, up.out_channels)
+            first, *rest = _frozen_block(dec)
+            a, b = _split_skip(first, up.out_channels)
             self.from_up.append(a)
             self.from_skip.append(b)
-            rest = list(dec)[2:] if isinstance(dec[1], nn.BatchNorm2d) else list(dec)[1:]
-            self.decoders.append(_frozen_block(nn.Sequential(*rest)))
+            self.decoders.append(nn.Sequential(*rest))
         w = unet.head.weight[:, :, 0, 0]  # (n_classes * s * s, channels)
         self.head = _BlockLinear(w.t().reshape(w.shape[1], -1, s, s), unet.head.bias,
                                  contiguous=True)
