@@ -201,14 +201,29 @@ def _image_shapes(image_shape, n):
                      f"{image_shape!r}")
 
 
-def _away_from_border(coords, shape, margin_px):
-    """Rows of coords whose centre is at least margin_px inside the image edge."""
-    if margin_px <= 0 or len(coords) == 0:
-        return coords
+def _inside(coords, shape, margin_px):
+    """Mask of the rows of coords whose centre is at least margin_px inside the image edge."""
     h, w = shape
     r, c = coords[:, 0], coords[:, 1]
-    edge = np.minimum.reduce([r + 0.5, c + 0.5, h - 0.5 - r, w - 0.5 - c])
-    return coords[edge >= margin_px]
+    return np.minimum.reduce([r + 0.5, c + 0.5, h - 0.5 - r, w - 0.5 - c]) >= margin_px
+
+
+def _inside_border(match, pred, true, shape, margin_px):
+    """Restrict a matching to what the image shows away from its edge (a "don't care" band).
+
+    A matched pair counts when its true atom lies inside the margin; an unmatched atom (either
+    side) counts when it lies inside. A pair whose true atom is in the band is left out whole,
+    so an atom found a fraction of a pixel across the band's edge from its true position is
+    neither a miss nor a false detection. Returns the kept match and the numbers of predicted
+    and true atoms that count.
+    """
+    p_in, t_in = _inside(pred, shape, margin_px), _inside(true, shape, margin_px)
+    keep = t_in[match.true_index]
+    p_free, t_free = np.ones(len(pred), bool), np.ones(len(true), bool)
+    p_free[match.pred_index] = t_free[match.true_index] = False
+    n_kept = int(keep.sum())
+    kept = AtomMatch(match.pred_index[keep], match.true_index[keep], match.distance[keep])
+    return kept, n_kept + int((p_free & p_in).sum()), n_kept + int((t_free & t_in).sum())
 
 
 def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
@@ -222,12 +237,13 @@ def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
     for k, (p, t) in enumerate(zip(pred, true)):
         p = _check_coords(p, f"pred[{k}]" if len(pred) > 1 else "pred")
         t = _check_coords(t, f"true[{k}]" if len(true) > 1 else "true")
-        if ignore_border:
-            p = _away_from_border(p, shapes[k], margin)
-            t = _away_from_border(t, shapes[k], margin)
         m = match_atoms(p, t, tolerance, pixel_size, per_class)
-        n_pred += len(p)
-        n_true += len(t)
+        if ignore_border:
+            m, n_p, n_t = _inside_border(m, p, t, shapes[k], margin)
+        else:
+            n_p, n_t = len(p), len(t)
+        n_pred += n_p
+        n_true += n_t
         n_matched += len(m.pred_index)
         d2.append(m.distance ** 2)
         if p.shape[1] == 3 and t.shape[1] == 3:
@@ -272,10 +288,13 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
         :class:`~sklatom._validation.SklatomWarning`. With 1.0, F1 is 1 when both are empty and
         0 when only one is.
     ignore_border : float, default=0.0
-        Leave out predicted and true atoms whose centre lies closer than this to the image
-        edge (Å if ``pixel_size`` is given, else px). A column cut by the edge shows only part
-        of itself, so neither its detection nor its absence is meaningful; a margin of the
-        label radius (e.g. 0.5 Å) scores the atoms an image really shows.
+        Width of a "don't care" band along the image edge (Å if ``pixel_size`` is given, else
+        px). A column cut by the edge shows only part of itself, so neither its detection nor
+        its absence is meaningful; a margin of the label radius (e.g. 0.5 Å) scores the atoms
+        an image really shows. Atoms are matched first, then a pair counts when its true atom
+        lies inside the band's inner edge, and an unmatched atom counts when it lies inside:
+        an atom found a fraction of a pixel across that edge from its true position is neither
+        a miss nor a false detection.
     image_shape : tuple of int or sequence of tuples, optional
         (height, width) in px of the image (or of each image); needed for ``ignore_border``.
 

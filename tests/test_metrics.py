@@ -284,6 +284,23 @@ def test_ignore_border_leaves_out_atoms_cut_by_the_image_edge():
     s = atom_scores(pred, true, tolerance=0.1, pixel_size=0.1, ignore_border=0.3,
                     image_shape=(100, 100))
     assert s["n_true"] == 1 and s["n_pred"] == 1 and s["f1"] == 1.0
+    # the band is a "don't care" zone: an atom found just across its inner edge from its true
+    # position is a match, whichever side of the edge each lies (filtering first would call
+    # one a miss and the other a false detection)
+    true = np.array([[50.0, 3.6, 1], [50.0, 30.0, 1], [2.0, 60.0, 1]])
+    pred = np.array([[50.0, 2.3, 1], [50.0, 30.0, 1], [4.0, 60.0, 1]])
+    s = atom_scores(pred, true, tolerance=0.2, pixel_size=0.1, ignore_border=0.3,
+                    image_shape=(100, 100))
+    assert (s["n_true"], s["n_pred"], s["n_matched"], s["f1"]) == (2, 2, 2, 1.0)
+    assert s["rmse"] == pytest.approx(np.sqrt(0.13 ** 2 / 2))
+    # outside the band a miss and a false detection still count
+    s = atom_scores(pred[:2], true[1:], tolerance=0.2, pixel_size=0.1, ignore_border=0.3,
+                    image_shape=(100, 100))
+    assert (s["n_true"], s["n_pred"], s["n_matched"]) == (1, 1, 1)
+    # with a 1 px tolerance nothing matches: the true atom inside is a miss, the detection
+    # inside a false one, the two in the band do not count
+    s = atom_scores(pred[[0, 2]], true[[0, 2]], ignore_border=3, image_shape=(100, 100))
+    assert (s["n_true"], s["n_pred"], s["n_matched"]) == (1, 1, 0)
     with pytest.raises(ValueError, match="needs image_shape"):
         atom_scores(pred, true, ignore_border=3)
     with pytest.raises(ValueError, match="ignore_border must be"):
