@@ -1,5 +1,11 @@
+import os
+import sys
+
 import matplotlib
 import pytest
+
+# test modules share helpers (file_writers.py) by plain import, whatever pytest's import mode
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 matplotlib.use("Agg")
 

@@ -19,7 +19,9 @@ from sklatom.datasets import make_lattice_images
 from sklatom.metrics import atom_scores
 from sklatom.pretrained import GENERAL_LABELS
 
-from test_io import ALL_EXTENSIONS, write_format  # noqa: E402  (tests/ is on sys.path)
+pytest.importorskip("rsciio")  # the .dm3/.dm4/.ser/.emd/.hspy files below need it
+
+from file_writers import ALL_EXTENSIONS, write_format  # noqa: E402  (see conftest.py)
 
 MODEL = os.environ.get("SKLATOM_TEST_MODEL", "general")
 PIXEL_SIZE = 0.1  # Å/px
