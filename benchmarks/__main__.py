@@ -16,8 +16,8 @@ Held-out test sets with ground truth are simulated here with seeds the training 
   (128 px images, a third as many as the other sets: PRISM is slow; training saw PRISM only
   at 60-100 kV).
 
-Methods, all scored with the same :func:`sklatom.metrics.atom_scores` (0.5 Å tolerance, atoms
-within 0.5 Å of the edge left out, classes ignored):
+Methods, all scored with the same :func:`sklatom.metrics.atom_scores` (0.5 Å tolerance, a 0.5 Å
+"don't care" band along the image edge, classes ignored):
 
 * ``sklatom``: ``load_pretrained()`` then ``PeakFinder()`` with its defaults (nothing tuned);
 * ``LoG``: ``skimage.feature.blob_log`` on the raw image, tuned per lattice on the validation set;
@@ -661,8 +661,8 @@ def main(argv=None):
         json.dump(dict(meta=meta, pooled=pooled, per_lattice=rows), f, indent=1, default=float)
     md = [f"# sklatom benchmark{' (--quick)' if args.quick else ''}", "",
           f"`{meta['command']}`, {meta['runtime_seconds']} s. F1/precision/recall with "
-          f"{TOLERANCE} Å tolerance, classes ignored, atoms within {IGNORE_BORDER} Å of the "
-          f"edge left out; RMSE of matched atoms in Å; time per image on {args.threads} "
+          f"{TOLERANCE} Å tolerance, classes ignored, a {IGNORE_BORDER} Å \"don't care\" band "
+          f"along the image edge; RMSE of matched atoms in Å; time per image on {args.threads} "
           "torch thread(s).", ""]
     notes = {}
     md.append(markdown_table(pooled, "f1", ".3f", names, "F1, all lattices pooled", notes))
