@@ -3,7 +3,8 @@
 Images travel between the estimators as a 3-D array ``(n_images, height, width)`` or, when their
 sizes differ, as a list of 2-D arrays. Probability maps travel as ``(n_images, n_classes, height,
 width)`` or a list of ``(n_classes, height, width)`` arrays. The helpers here turn either form
-into a list of float arrays and raise errors that name the argument and the problem.
+into a list of float arrays and raise errors that name the argument and the problem;
+:func:`map_items` is the per-image loop with ``n_jobs`` that the estimators share.
 """
 
 import numbers
@@ -168,3 +169,17 @@ def split_maps_and_images(X, images):
                 "as the images keyword; give them once")
         return X[0], X[1]
     return X, images
+
+
+def map_items(func, args, n_jobs=None, prefer=None):
+    """``[func(*a) for a in args]``, in ``n_jobs`` joblib workers when that is more than one.
+
+    ``prefer="threads"`` for work that releases the GIL on shared data (torch, numpy); the
+    result is in the order of ``args`` either way.
+    """
+    args = list(args)
+    if n_jobs in (None, 1) or len(args) < 2:
+        return [func(*a) for a in args]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=n_jobs, prefer=prefer)(delayed(func)(*a) for a in args)

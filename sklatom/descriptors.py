@@ -13,7 +13,6 @@ import numbers
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from scipy.spatial import cKDTree
 from skimage.measure import label as _label
 from skimage.measure import regionprops_table
@@ -22,7 +21,7 @@ from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import (check_images_for_maps, check_pixel_size, check_probability_maps,
-                          split_maps_and_images)
+                          map_items, split_maps_and_images)
 
 __all__ = ["ContourDescriptor"]
 
@@ -409,11 +408,8 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
         args = (self.threshold, ps, self.order, self.n_neighbors, self.neighbor_radius,
                 self.exclude_border, self.include_coordinates)
-        if self.n_jobs in (None, 1) or len(maps) == 1:
-            tables = [_describe_one(p, im, *args) for p, im in zip(maps, imgs)]
-        else:
-            tables = Parallel(n_jobs=self.n_jobs)(
-                delayed(_describe_one)(p, im, *args) for p, im in zip(maps, imgs))
+        tables = map_items(_describe_one, ((p, im) + args for p, im in zip(maps, imgs)),
+                           self.n_jobs)
         table = np.concatenate(tables, axis=0) if tables else np.empty((0, len(names)))
         dense = _get_output_config("transform", self)["dense"]
         if dense == "default":

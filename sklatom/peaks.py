@@ -10,14 +10,14 @@ returns a confidence per atom.
 import numbers
 
 import numpy as np
-from joblib import Parallel, delayed
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._validation import check_images_for_maps, check_probability_maps, split_maps_and_images
+from ._validation import (check_images_for_maps, check_probability_maps, map_items,
+                          split_maps_and_images)
 
 __all__ = ["PeakFinder", "find_peaks"]
 
@@ -618,11 +618,8 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         thresholds = _class_thresholds(self.threshold, n_classes)
         args = (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
                 self.edge_margin, self.exclude_edges, self.refine, self.refine_radius)
-        if self.n_jobs in (None, 1) or len(maps) == 1:
-            found = [_find_peaks_checked(p, img, *args) for p, img in zip(maps, imgs)]
-        else:
-            found = Parallel(n_jobs=self.n_jobs)(
-                delayed(_find_peaks_checked)(p, img, *args) for p, img in zip(maps, imgs))
+        found = map_items(_find_peaks_checked, ((p, img) + args for p, img in zip(maps, imgs)),
+                          self.n_jobs)
         coords = [c for c, _ in found]
         conf = [s for _, s in found]
         if return_confidence:

@@ -30,7 +30,8 @@ from skorch.helper import predefined_split
 
 from ._augment import augment_intensity, grid_patches, pad_reflect, random_patch
 from ._unet import UNet, inference_copy, receptive_field
-from ._validation import SklatomWarning, check_image_batch, check_pixel_size, stack_if_same_shape
+from ._validation import (SklatomWarning, check_image_batch, check_pixel_size, map_items,
+                          stack_if_same_shape)
 
 __all__ = ["FCNSegmenter"]
 
@@ -842,13 +843,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 )
             factor = ps / self.pixel_size_
         module = self._inference_module()
-        if self.n_jobs in (None, 1) or len(images) == 1:
-            return [self._proba_one(img, i, factor, module) for i, img in enumerate(images)]
-        from joblib import Parallel, delayed
-
         # threads share the network; inference in eval mode gives the same maps as n_jobs=1
-        return Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(self._proba_one)(img, i, factor, module) for i, img in enumerate(images))
+        return map_items(self._proba_one, ((img, i, factor, module)
+                                           for i, img in enumerate(images)),
+                         self.n_jobs, prefer="threads")
 
     def _proba_one(self, img, i, factor, module):
         """Probability maps of one image at the input's size."""

@@ -33,7 +33,7 @@ from scipy.signal import resample
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 
-from ._validation import check_image_batch, check_pixel_size, stack_if_same_shape
+from ._validation import check_image_batch, check_pixel_size, map_items, stack_if_same_shape
 from .structures import scan_region
 
 __all__ = ["MultisliceSimulator", "AcquisitionModel", "DETECTORS", "wavelength"]
@@ -738,11 +738,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                                                               size=len(images))
         args = [(image, None if coordinates is None else coordinates[i], seed, ps, drift)
                 for i, (image, seed) in enumerate(zip(images, seeds))]
-        if self.n_jobs in (None, 1) or len(images) < 2:
-            done = [self._record_one(*a) for a in args]
-        else:
-            done = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-                delayed(self._record_one)(*a) for a in args)
+        done = map_items(self._record_one, args, self.n_jobs, prefer="threads")
         out_images = [image for image, _ in done]
         out_coords = None if coordinates is None else [c for _, c in done]
         return stack_if_same_shape(out_images), out_coords
