@@ -62,7 +62,6 @@ def test_general_model_rescales_other_pixel_sizes(general, pixel_size):
     assert min(wrong["f1"], wrong["class_accuracy"]) < min(s["f1"], s["class_accuracy"]) - 0.1
 
 
-
 def test_every_listed_model_loads_and_knows_its_sampling():
     for name in PRETRAINED:
         seg = load_pretrained(name, device="cpu")

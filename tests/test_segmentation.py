@@ -114,12 +114,8 @@ def test_space_to_depth_network_learns_tiles_and_checks_patch_size(data, test_da
     seg.fit(X, y)
     assert seg.net_.module_.size_multiple == 8  # 2 * 2**depth
     assert seg.score(*test_data) > 0.6
-    odd, y_odd = make_blobs(n=1, size=(203, 150), seed=4)
-    whole = with_params(seg, tile_size=1024).predict_proba(odd)
     # reach 2 * 31 + 1 = 63 px -> margin 64, 32 px kept per 160 px tile
-    tiled = with_params(seg, tile_size=160).predict_proba(odd)
-    assert whole.shape == (1, 3, 203, 150)
-    assert np.abs(tiled - whole).max() < 1e-4
+    odd, y_odd = assert_odd_image_tiles_agree(seg, tile_size=160)
     assert seg.score(odd, y_odd) > 0.5  # the full-resolution output is aligned
     with pytest.raises(ValueError, match="multiple of module__space_to_depth"):
         clone(seg).set_params(patch_size=36).fit(X, y)
@@ -190,12 +186,19 @@ def test_tiled_prediction_equals_whole_image(fitted):
     assert np.abs(seams - whole).max() > 1e-3
 
 
-def test_tiles_of_an_odd_sized_image_agree_with_the_whole(fitted):
-    X, _ = make_blobs(n=1, size=(203, 150), seed=4)
-    whole = with_params(fitted, tile_size=1024).predict_proba(X)
-    tiled = with_params(fitted, tile_size=96).predict_proba(X)  # 32 px kept per tile
+def assert_odd_image_tiles_agree(seg, tile_size):
+    """A 203 x 150 px image predicted in tiles of ``tile_size`` equals it predicted whole;
+    returns the image and its mask."""
+    X, y = make_blobs(n=1, size=(203, 150), seed=4)
+    whole = with_params(seg, tile_size=1024).predict_proba(X)
+    tiled = with_params(seg, tile_size=tile_size).predict_proba(X)
     assert whole.shape == (1, 3, 203, 150)
     assert np.abs(tiled - whole).max() < 1e-4
+    return X, y
+
+
+def test_tiles_of_an_odd_sized_image_agree_with_the_whole(fitted):
+    assert_odd_image_tiles_agree(fitted, tile_size=96)  # 32 px kept per tile
 
 
 def test_inference_copy_is_the_same_function(fitted):
