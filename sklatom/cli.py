@@ -569,6 +569,9 @@ def _cmd_train(args):
     from .segmentation import PIXEL_SIZE_RANGE, FCNSegmenter
 
     console = _Console(args.quiet)
+    if os.path.realpath(args.output) == os.path.realpath(args.data):
+        raise UserError(f"--output {args.output} is the training data file; write the model "
+                        "to another file, e.g. model.safetensors")
     if os.path.lexists(args.output) and not args.overwrite:
         raise UserError(f"{args.output} exists; use --overwrite to replace it")
     data = load_simulated(args.data)

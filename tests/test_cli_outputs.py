@@ -182,3 +182,15 @@ def test_a_result_never_replaces_an_input(tmp_path, images, capsys):
 def test_output_stems(tmp_path, monkeypatch, paths, stems):
     monkeypatch.chdir(tmp_path)
     assert _output_stems(paths) == stems
+
+
+def test_train_refuses_to_write_the_model_over_its_data(tmp_path, capsys):
+    data = tmp_path / "data.npz"
+    assert main(["simulate", "--lattice", "graphene", "--n-images", "2", "--shape", "32", "32",
+                 "--output", str(data), "--quiet"]) == 0
+    before = data.read_bytes()
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["train", str(data), "--output", str(data), "--epochs", "1",
+                     "--base-filters", "4", "--patch-size", "16", "--quiet", *overwrite]) == 1
+        assert "is the training data file" in capsys.readouterr().err
+    assert data.read_bytes() == before
