@@ -9,8 +9,11 @@
     sklatom train mos2.npz --output mos2.safetensors
 
 Every subcommand has ``--help``. Results are written atomically and never replace existing
-files unless ``--overwrite`` is given. Exit codes: 0 success, 1 an error (for a batch: at least
-one image failed; the others are still processed), 2 a usage error. Errors are one-line messages;
+files unless ``--overwrite`` is given, nor a file written earlier in the same run, nor an input:
+find-atoms names each input's results uniquely before writing anything (inputs with the same
+name stem get more of their file name or path in the name, and the names are printed). Exit
+codes: 0 success, 1 an error (for a batch: at least one image failed or was skipped because its
+results exist; the others are still processed), 2 a usage error. Errors are one-line messages;
 set the environment variable ``SKLATOM_DEBUG=1`` to see the traceback of a command's error.
 """
 
@@ -19,7 +22,9 @@ import contextlib
 import os
 import sys
 import time
+import unicodedata
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,8 +75,10 @@ class _Console:
                 print(line, flush=True)
 
     @staticmethod
-    def warn(message):
+    def warn(message, *details):
         print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        for line in details:
+            print(f"  {line}", file=sys.stderr, flush=True)
 
     @staticmethod
     def error(message):
@@ -219,14 +226,102 @@ def _class_counts(coords, classes):
 # --------------------------------------------------------------------------------------------
 # find-atoms
 # --------------------------------------------------------------------------------------------
+def _name_key(name):
+    """``name`` as file systems that ignore case and Unicode normalisation compare it."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _name_candidates(path, position, depth):
+    """Ever more specific output name stems of one input, ``depth + 3`` of them.
+
+    The stem (``a`` for ``w/x/a.tif``), the file name with its dots as underscores (``a_tif``),
+    then with ever more of its parent directories in front (``x_a_tif``, ``w_x_a_tif``, ...,
+    repeating the longest up to ``depth`` of them), and last the file name with the input's
+    position (``a_tif_3``), which no other input can share.
+    """
+    full = os.path.abspath(path)
+    name = os.path.basename(full)
+    flat = name.replace(".", "_")
+    names = [os.path.splitext(name)[0], flat]
+    parents = [d for d in os.path.dirname(os.path.splitdrive(full)[1]).split(os.sep) if d]
+    for k in range(1, depth + 1):
+        names.append("_".join([d.replace(".", "_") for d in parents[-k:]] + [flat]))
+    names.append(f"{flat}_{position}")
+    return names
+
+
 def _output_stems(paths):
-    """Output name stem per input; inputs whose stems collide keep their extension."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    counts = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
-    return [os.path.basename(p).replace(".", "_") if counts[s] > 1 else s
-            for p, s in zip(paths, stems)]
+    """One output name stem per input, no two the same (ignoring case).
+
+    An input keeps its stem (``a`` for ``a.tif``) unless another input of the run would get the
+    same name; then the inputs with the least specific of the clashing names move on to their
+    next name (see :func:`_name_candidates`) until no names clash. ``a.tif a.npy a_tif.npy``
+    give ``a_tif``, ``a_npy``, ``a_tif_npy``; ``x/a.tif y/a.tif`` give ``x_a_tif``, ``y_a_tif``.
+    The names do not depend on the order of the inputs, except the last resort (needed only
+    for paths that differ in case alone). The paths must be different files.
+    """
+    depth = max((len(os.path.abspath(p).split(os.sep)) for p in paths), default=0)
+    candidates = [_name_candidates(p, i + 1, depth) for i, p in enumerate(paths)]
+    level = [0] * len(paths)
+    while True:
+        groups = {}
+        for i, names in enumerate(candidates):
+            groups.setdefault(_name_key(names[level[i]]), []).append(i)
+        clashes = [group for group in groups.values() if len(group) > 1]
+        if not clashes:
+            return [names[k] for names, k in zip(candidates, level)]
+        for group in clashes:  # the last names are unique, so the lowest level is not the last
+            lowest = min(level[i] for i in group)
+            for i in group:
+                if level[i] == lowest:
+                    level[i] += 1
+
+
+@dataclass
+class _Job:
+    """One input of find-atoms and the files its results go to."""
+
+    path: str
+    stem: str
+    outputs: dict  # kind ("atoms", "overlay", "defects") -> path
+
+
+def _distinct_inputs(paths, console):
+    """``paths`` without repeats of the same file (the first mention of each is kept)."""
+    seen, distinct = {}, []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            console.warn(f"{path} is the same file as {seen[real]}; analysing it once")
+        else:
+            seen[real] = path
+            distinct.append(path)
+    return distinct
+
+
+def _plan_find_atoms(paths, directory, defects, console):
+    """A job per input with output paths that no other job of the run writes.
+
+    When inputs share names, warns with the names their results get instead.
+    """
+    jobs = []
+    for path, stem in zip(paths, _output_stems(paths)):
+        outputs = {"atoms": os.path.join(directory, f"{stem}_atoms.csv"),
+                   "overlay": os.path.join(directory, f"{stem}_overlay.png")}
+        if defects:
+            outputs["defects"] = os.path.join(directory, f"{stem}_defects.csv")
+        jobs.append(_Job(path, stem, outputs))
+    planned = [_name_key(os.path.abspath(p)) for job in jobs for p in job.outputs.values()]
+    if len(set(planned)) != len(planned):  # a bug: the stems differ, and so do the suffixes
+        raise RuntimeError(f"two results of this run would be written to the same file: "
+                           f"{planned} (please report this)")
+    renamed = [job for job in jobs
+               if job.stem != os.path.splitext(os.path.basename(job.path))[0]]
+    if renamed:
+        console.warn("inputs of this run have the same names; to keep their results apart "
+                     "they are named:",
+                     *(f"{job.path} -> {os.path.join(directory, job.stem)}_*" for job in renamed))
+    return jobs
 
 
 def _parse_species(text):
@@ -252,19 +347,25 @@ def _cmd_find_atoms(args):
             raise UserError(f"{exc}; resample the image to that range") from None
     species = _parse_species(args.species)
     _ensure_dir(args.output)
+    inputs = _distinct_inputs(args.images, console)
+    jobs = _plan_find_atoms(inputs, args.output, args.defects, console)
+    # everything that exists is checked before anything is written: the run never stops
+    # half-way over a file, and it never writes a file twice (the planned names are unique)
+    readable = {os.path.realpath(p) for p in inputs if os.path.exists(p)}
     failed, skipped, done, todo = [], [], [], []
-    for path, stem in zip(args.images, _output_stems(args.images)):
-        outputs = {"atoms": os.path.join(args.output, f"{stem}_atoms.csv"),
-                   "overlay": os.path.join(args.output, f"{stem}_overlay.png")}
-        if args.defects:
-            outputs["defects"] = os.path.join(args.output, f"{stem}_defects.csv")
-        existing = _check_outputs(outputs.values(), args.overwrite)
-        if existing:
-            console.warn(f"skipped {path}: {', '.join(existing)} already exist(s); "
-                         "use --overwrite to replace")
-            skipped.append(path)
+    for job in jobs:
+        clobbered = [p for p in job.outputs.values() if os.path.realpath(p) in readable]
+        existing = _check_outputs(job.outputs.values(), args.overwrite)
+        if clobbered:
+            console.error(f"{job.path}: its result {', '.join(clobbered)} would replace an input "
+                          "of this run; use another --output directory")
+            failed.append(job.path)
+        elif existing:
+            console.warn(f"{job.path}: results exist ({', '.join(existing)}); kept them and "
+                         "skipped this image (pass --overwrite to recompute them)")
+            skipped.append(job.path)
         else:
-            todo.append((path, stem, outputs))
+            todo.append(job)
     if todo:
         with _warnings_to(console):
             segmenter = _load_model(args.model)
@@ -274,7 +375,8 @@ def _cmd_find_atoms(args):
                 f"--species names {len(species)} classes ({','.join(species)}) but the model "
                 f"has {len(classes) - 1} atom classes {classes[1:]}; give one name per class, "
                 "in order")
-    for path, stem, outputs in todo:
+    for job in todo:
+        path, stem, outputs = job.path, job.stem, job.outputs
         t0 = time.perf_counter()
         try:
             with _warnings_to(console):
@@ -338,9 +440,11 @@ def _cmd_find_atoms(args):
             f"{path}: {len(coords)} atoms ({_class_counts(coords, classes)}){n_def}; "
             f"pixel size {ps:g} Å/px ({source}); {time.perf_counter() - t0:.1f} s -> "
             + ", ".join(outputs.values()))
-    if len(args.images) > 1 or failed or skipped:
-        console.info(f"{len(done)} done, {len(skipped)} skipped, {len(failed)} failed")
-    return 1 if failed else 0
+    if len(jobs) > 1 or failed or skipped:
+        console.info(f"{len(done)} done, {len(skipped)} skipped, {len(failed)} failed"
+                     + (" (skipped: their results exist and were kept; --overwrite recomputes "
+                        "them)" if skipped else ""))
+    return 1 if failed or skipped else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,6 +569,9 @@ def _cmd_train(args):
     from .segmentation import PIXEL_SIZE_RANGE, FCNSegmenter
 
     console = _Console(args.quiet)
+    if os.path.realpath(args.output) == os.path.realpath(args.data):
+        raise UserError(f"--output {args.output} is the training data file; write the model "
+                        "to another file, e.g. model.safetensors")
     if os.path.lexists(args.output) and not args.overwrite:
         raise UserError(f"{args.output} exists; use --overwrite to replace it")
     data = load_simulated(args.data)
@@ -680,8 +787,12 @@ def _build_parser():
         f"Formats: {', '.join(sorted(SUPPORTED_EXTENSIONS))} (.dm3/.dm4/.emd/.ser/.hspy need "
         "pip install \"sklatom[io]\"). The pixel size comes from --pixel-size, else from the "
         "file, else the model's training pixel size is assumed (with a warning).\n\n"
-        "A failing image is reported and the others are still processed; the exit code is 1 "
-        "if any image failed.")
+        "Inputs with the same stem (a.tif, a.npy) get their file name instead (a_tif_atoms.csv, "
+        "a_npy_atoms.csv), and more of their path if that is not enough (x_a_tif, y_a_tif for "
+        "x/a.tif, y/a.tif); the names are printed.\n\n"
+        "A failing image, or one whose results exist (they are kept unless --overwrite is "
+        "given), is reported and the others are still processed; the exit code is 1 if any "
+        "image failed or was skipped.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--pixel-size", type=_positive_float, metavar="Å",
                    help="pixel size in Å/px (overrides the file's calibration)")
