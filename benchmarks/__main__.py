@@ -45,6 +45,7 @@ import traceback
 import numpy as np
 
 from benchmarks import peers
+from benchmarks.classical import log_detect, plm_detect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL_SIZE = 0.1  # Å/px, the pretrained model's sampling
@@ -163,11 +164,6 @@ class Sklatom:
         return coords, seconds
 
 
-def _normalize(img):
-    img = np.asarray(img, dtype=np.float64)
-    return (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
-
-
 class Classical:
     """A scikit-image detector with a parameter grid tuned per lattice on the validation set."""
 
@@ -198,24 +194,6 @@ class Classical:
             coords.append(self.detect(img, **self.best[lattice]))
             seconds.append(time.perf_counter() - t0)
         return coords, seconds
-
-
-def log_detect(img, min_sigma, max_sigma, threshold):
-    from skimage.feature import blob_log
-
-    blobs = blob_log(_normalize(img), min_sigma=min_sigma, max_sigma=max_sigma, num_sigma=4,
-                     threshold=threshold, exclude_border=False)
-    return blobs[:, :2].astype(float)
-
-
-def plm_detect(img, sigma, min_distance, threshold_rel):
-    from scipy.ndimage import gaussian_filter
-    from skimage.feature import peak_local_max
-
-    smooth = gaussian_filter(_normalize(img), sigma)
-    peaks = peak_local_max(smooth, min_distance=min_distance, threshold_rel=threshold_rel,
-                           exclude_border=False)
-    return peaks.astype(float)
 
 
 def classical_methods(quick):
