@@ -29,11 +29,14 @@ __all__ = [
     "make_structure",
     "project_columns",
     "lattice_classes",
+    "find_columns",
     "Columns",
 ]
 
-#: Roles an atom (and the column that holds it) can have, by increasing priority.
-ROLES = ("lattice", "vacancy_neighbor", "stone_wales", "dopant")
+#: Roles an atom (and the column that holds it) can have, by increasing priority. Atoms of role
+#: "amorphous" (supports, contamination: see :mod:`sklatom.scenes`) never form a column.
+ROLES = ("lattice", "vacancy_neighbor", "stone_wales", "dopant", "adatom", "particle",
+         "amorphous")
 
 #: Point-defect kinds :func:`make_structure` can plant.
 DEFECT_KINDS = ("vacancy", "divacancy", "substitution", "stone_wales")
@@ -425,12 +428,15 @@ class Columns:
         Column role from :data:`ROLES` (the highest-priority role of its atoms).
     classes : list of str
         Class names, background first.
+    members : list of ndarray of int
+        Indices (into the structure's atoms) of the atoms of each column.
     """
 
     coordinates: np.ndarray
     names: np.ndarray
     roles: np.ndarray
     classes: list
+    members: list = field(default_factory=list)
 
 
 def _column_name(symbols, reduce):
@@ -443,6 +449,68 @@ def _column_name(symbols, reduce):
             g = gcd(g, c)
         counts = {s: c // g for s, c in counts.items()}
     return "".join(f"{s}{c if c > 1 else ''}" for s, c in sorted(counts.items()))
+
+
+def find_columns(atoms, pixel_size, shape=None, tolerance=0.3, reduce=None):
+    """The atomic columns of a structure whose centre lies inside the image, without classes.
+
+    Atoms of role ``"amorphous"`` (supports, contamination) never form a column: their image
+    is texture. The others are merged into columns when their projections lie closer than
+    ``tolerance``; a column's position is the mean of its atoms'.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A structure; its ``info["scan_region"]`` ``(y0, x0, height, width)`` in Å defines the
+        image frame (without it, the whole cell).
+    pixel_size : float
+        Image pixel size in Å/px.
+    shape : tuple of int, optional
+        Image (height, width) in px; default from the scan region and the pixel size.
+    tolerance : float, default=0.3
+        Atoms whose projections are closer than this (Å) belong to the same column.
+    reduce : bool, optional
+        Name columns by their reduced formula ("TiO", not "Ti5O5"); default from the
+        structure's lattice (3-D crystals) or True when more than 2 atoms share a column.
+
+    Returns
+    -------
+    positions : ndarray of shape (k, 2)
+        row, col in px.
+    names : ndarray of shape (k,), dtype object
+    roles : ndarray of shape (k,), dtype object
+    members : list of ndarray of int
+        Atom indices of each column.
+    """
+    lattice = atoms.info.get("lattice")
+    if reduce is None and lattice in LATTICES:
+        reduce = LATTICES[lattice].reduce_columns
+    y0, x0, height, width = scan_region(atoms)
+    if shape is None:
+        shape = (int(round(height / pixel_size)), int(round(width / pixel_size)))
+    roles = atoms.arrays.get("role", np.zeros(len(atoms), dtype=int))
+    solid = np.flatnonzero(roles != ROLES.index("amorphous"))
+    if len(solid) == 0:
+        return (np.zeros((0, 2)), np.zeros(0, dtype=object), np.zeros(0, dtype=object), [])
+    xy = atoms.positions[solid, :2]
+    label = _column_groups(xy, tolerance)
+    n = label.max() + 1
+    counts = np.bincount(label, minlength=n)
+    centre = np.stack([np.bincount(label, xy[:, k], n) / counts for k in (0, 1)], axis=1)
+    col_role = np.zeros(n, dtype=int)
+    np.maximum.at(col_role, label, roles[solid])
+    symbols = np.array(atoms.get_chemical_symbols())[solid]
+    order = np.argsort(label, kind="stable")
+    splits = np.split(order, np.cumsum(counts)[:-1])
+    names = np.array([_column_name(symbols[idx], reduce if reduce is not None else len(idx) > 2)
+                      for idx in splits], dtype=object)
+    rows = (centre[:, 1] - y0) / pixel_size
+    cols = (centre[:, 0] - x0) / pixel_size
+    inside = (rows >= -0.5) & (rows < shape[0] - 0.5) & (cols >= -0.5) & (cols < shape[1] - 0.5)
+    keep = np.flatnonzero(inside)
+    return (np.column_stack([rows[keep], cols[keep]]).reshape(-1, 2), names[keep],
+            np.array([ROLES[r] for r in col_role[keep]], dtype=object),
+            [solid[splits[k]] for k in keep])
 
 
 def project_columns(atoms, pixel_size, shape=None, classes=None, tolerance=0.3):
@@ -467,7 +535,8 @@ def project_columns(atoms, pixel_size, shape=None, classes=None, tolerance=0.3):
     Returns
     -------
     columns : Columns
-        Columns whose centre lies inside the image.
+        Columns whose centre lies inside the image (atoms of role "amorphous" excluded, see
+        :func:`find_columns`).
 
     Examples
     --------
@@ -486,35 +555,14 @@ def project_columns(atoms, pixel_size, shape=None, classes=None, tolerance=0.3):
         else:
             classes = lattice_classes(lattice)
     reduce = lattice is not None and LATTICES[lattice].reduce_columns
-    y0, x0, height, width = scan_region(atoms)
-    if shape is None:
-        shape = (int(round(height / pixel_size)), int(round(width / pixel_size)))
-    xy = atoms.positions[:, :2]
-    label = _column_groups(xy, tolerance)
-    n = label.max() + 1
-    counts = np.bincount(label, minlength=n)
-    centre = np.stack([np.bincount(label, xy[:, k], n) / counts for k in (0, 1)], axis=1)
-    roles = atoms.arrays.get("role", np.zeros(len(atoms), dtype=int))
-    col_role = np.zeros(n, dtype=int)
-    np.maximum.at(col_role, label, roles)
-    symbols = np.array(atoms.get_chemical_symbols())
-    order = np.argsort(label, kind="stable")
-    splits = np.split(symbols[order], np.cumsum(counts)[:-1])
-    names = np.array([_column_name(s, reduce) for s in splits], dtype=object)
-    rows = (centre[:, 1] - y0) / pixel_size
-    cols = (centre[:, 0] - x0) / pixel_size
-    inside = (rows >= -0.5) & (rows < shape[0] - 0.5) & (cols >= -0.5) & (cols < shape[1] - 0.5)
-    unknown = sorted(set(names[inside]) - set(classes))
+    pos, names, roles, members = find_columns(atoms, pixel_size, shape, tolerance, reduce)
+    unknown = sorted(set(names) - set(classes))
     if unknown:
         raise ValueError(f"columns {unknown} are not among the classes {classes}")
-    class_index = np.array([classes.index(nm) for nm in names[inside]], dtype=float)
-    coords = np.column_stack([rows[inside], cols[inside], class_index])
-    return Columns(
-        coordinates=coords.reshape(-1, 3),
-        names=names[inside],
-        roles=np.array([ROLES[r] for r in col_role[inside]], dtype=object),
-        classes=list(classes),
-    )
+    class_index = np.array([classes.index(nm) for nm in names], dtype=float)
+    coords = np.column_stack([pos, class_index])
+    return Columns(coordinates=coords.reshape(-1, 3), names=names, roles=roles,
+                   classes=list(classes), members=members)
 
 
 def scan_region(atoms):
@@ -523,4 +571,3 @@ def scan_region(atoms):
         return tuple(float(v) for v in atoms.info["scan_region"])
     cell = atoms.cell
     return 0.0, 0.0, float(cell[1, 1]), float(cell[0, 0])
-
