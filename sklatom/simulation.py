@@ -298,7 +298,8 @@ class MultisliceSimulator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
         if settings["method"] != "incoherent" and self.scheduler == "distributed":
             images = _simulate_distributed(structures, settings, seeds)
-        elif settings["method"] == "incoherent" and self.n_jobs not in (None, 1):
+        elif settings["method"] == "incoherent" and self.n_jobs not in (None, 1) \
+                and len(structures) > 1:
             images = Parallel(n_jobs=self.n_jobs)(
                 delayed(simulate)(_structure_key(a), settings, int(s), "synchronous", 1)
                 for a, s in zip(structures, seeds)
@@ -497,7 +498,7 @@ def _simulate_distributed(structures, settings, seeds):
     return [_finish_scan(a, f, sh) for a, (f, sh) in zip(arrays, meta)]
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _cross_section(number, energy, inner, outer, sampling):
     """Annular-detector cross-section in Å² of one isolated atom (plane-wave multislice)."""
     import abtem
@@ -515,7 +516,7 @@ def _cross_section(number, energy, inner, outer, sampling):
     return float(np.asarray(fraction.array)) * side * side
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)
 def _probe_intensity(energy, alpha, defocus, Cs, sampling, size):
     """Probe intensity on a (size, size) grid of the given sampling, centred, summing to 1."""
     import abtem
@@ -531,50 +532,85 @@ def _probe_intensity(energy, alpha, defocus, Cs, sampling, size):
 
 
 _ATOM_SPREAD = 0.1  # Å: Gaussian spread of an atom's scattering (thermal smearing, atom size)
+#: Sampling in Å of the grid the incoherent image is rendered on (at most; finer when the
+#: output pixel size is not a multiple of it).
+_FINE_SAMPLING = 0.05
 
 
-def _simulate_incoherent(atoms, s):
-    """Incoherent ADF image: atoms' cross-sections convolved with the probe intensity."""
+@lru_cache(maxsize=128)
+def _incoherent_kernel(energy, alpha, defocus, Cs, sampling):
+    """Probe intensity blurred by the atoms' spread on a grid of ``sampling`` Å, sum 1.
+
+    The image of an atom of cross-section ``sigma`` (Å²) at the origin is
+    ``sigma * kernel / sampling**2`` (a fraction of the probe) around the kernel's centre
+    ``(size // 2, size // 2)``. Read-only: it is cached.
+    """
+    size = _smooth_size(max(64, int(np.ceil(12.0 / sampling))))
+    psf = _probe_intensity(energy, alpha, defocus, Cs, sampling, size)
+    kernel = ndimage.gaussian_filter(psf, _ATOM_SPREAD / sampling, mode="constant")
+    kernel /= kernel.sum()
+    kernel.setflags(write=False)
+    return kernel
+
+
+def _fine_grid(pixel_size):
+    """Oversampling factor and sampling (Å) of the render grid for an output pixel size."""
+    factor = max(1, int(np.ceil(pixel_size / _FINE_SAMPLING - 1e-9)))
+    return factor, pixel_size / factor
+
+
+def _cross_sections(numbers_, s):
+    """Annular-detector cross-section (Å²) of each atom, computed once per element."""
+    unique, inverse = np.unique(np.asarray(numbers_, dtype=int), return_inverse=True)
+    # fine enough for the outer angle (abTEM keeps scattering up to lambda / (3 sampling))
+    sampling = min(0.05, wavelength(s["energy"]) / (3 * s["outer"] * 1e-3) * 0.95)
+    sampling = float(np.floor(sampling * 1e3) / 1e3)  # a stable cache key
+    xs = np.array([_cross_section(int(z), s["energy"], s["inner"], s["outer"], sampling)
+                   for z in unique])
+    return xs[inverse] if len(unique) else np.zeros(0)
+
+
+def _simulate_incoherent(atoms, s, weights=None):
+    """Incoherent ADF image: atoms' cross-sections convolved with the probe intensity.
+
+    ``weights`` (one per atom, default 1) scale each atom's cross-section: 0 leaves an atom out,
+    which :mod:`sklatom.groundtruth` uses to render parts of a structure on the same grid.
+    """
     y0, x0, height, width = scan_region(atoms)
     shape = _output_shape((y0, x0, height, width), s["pixel_size"])
     # render on a grid fine enough for the probe and the atoms; sample it at the pixels
-    factor = max(1, int(np.ceil(s["pixel_size"] / 0.05 - 1e-9)))
-    h = s["pixel_size"] / factor
+    factor, h = _fine_grid(s["pixel_size"])
     pad = int(np.ceil(6.0 / h))  # probe tails reach a few Å
     fine = (shape[0] * factor + 2 * pad, shape[1] * factor + 2 * pad)
-    grid = np.zeros(fine)
     rows = (atoms.positions[:, 1] - y0) / h + pad
     cols = (atoms.positions[:, 0] - x0) / h + pad
-    keep = (rows > -pad) & (rows < fine[0] + pad) & (cols > -pad) & (cols < fine[1] + pad)
-    weights = np.array([
-        _cross_section(int(z), s["energy"], s["inner"], s["outer"], 0.05)
-        for z in atoms.numbers[keep]
-    ]) / (h * h)
-    _splat_gaussians(grid, rows[keep], cols[keep], weights, _ATOM_SPREAD / h)
-    size = _smooth_size(max(64, int(np.ceil(12.0 / h))))
-    psf = _probe_intensity(s["energy"], s["alpha"], s["defocus"], s["Cs"], h, size)
-    image = _fft_convolve_centered(grid, psf)
-    return image[pad:pad + shape[0] * factor:factor, pad:pad + shape[1] * factor:factor] \
-        .astype(np.float32)
+    w = _cross_sections(atoms.numbers, s) / (h * h)
+    if weights is not None:
+        w = w * np.asarray(weights, dtype=np.float64)
+    grid = _bin_bilinear(fine, rows, cols, w)
+    kernel = _incoherent_kernel(s["energy"], s["alpha"], s["defocus"], s["Cs"], h)
+    image = _fft_convolve_centered(grid, kernel)
+    image = image[pad:pad + shape[0] * factor:factor, pad:pad + shape[1] * factor:factor]
+    return np.clip(image, 0, None).astype(np.float32)  # FFT rounding dips a hair below 0
 
 
-def _splat_gaussians(grid, rows, cols, weights, sigma):
-    """Add normalised 2-D Gaussians (sum = weight) at sub-pixel positions, vectorised."""
-    r = int(np.ceil(4 * sigma)) + 1
-    offsets = np.arange(-r, r + 1)
-    base_r = np.round(rows).astype(int)
-    base_c = np.round(cols).astype(int)
-    rr = base_r[:, None] + offsets[None, :]  # (k, w)
-    cc = base_c[:, None] + offsets[None, :]
-    gr = np.exp(-0.5 * ((rr - rows[:, None]) / sigma) ** 2)
-    gc = np.exp(-0.5 * ((cc - cols[:, None]) / sigma) ** 2)
-    gr /= gr.sum(1, keepdims=True)
-    gc /= gc.sum(1, keepdims=True)
-    values = weights[:, None, None] * gr[:, :, None] * gc[:, None, :]
-    R = np.broadcast_to(rr[:, :, None], values.shape)
-    C = np.broadcast_to(cc[:, None, :], values.shape)
-    ok = (R >= 0) & (R < grid.shape[0]) & (C >= 0) & (C < grid.shape[1])
-    np.add.at(grid, (R[ok], C[ok]), values[ok])
+def _bin_bilinear(shape, rows, cols, weights):
+    """Deposit weights at sub-pixel positions on a grid, split bilinearly over 4 pixels.
+
+    The weighted centroid of every deposit is exactly its position; points outside the grid
+    are dropped.
+    """
+    r0, c0 = np.floor(rows), np.floor(cols)
+    fr, fc = rows - r0, cols - c0
+    r0, c0 = r0.astype(np.intp), c0.astype(np.intp)
+    grid = np.zeros(shape[0] * shape[1])
+    for dr, dc, part in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
+                         (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+        r, c = r0 + dr, c0 + dc
+        ok = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
+        grid += np.bincount(r[ok] * shape[1] + c[ok], weights[ok] * part[ok],
+                            minlength=grid.size)
+    return grid.reshape(shape)
 
 
 def _fft_convolve_centered(image, kernel):
@@ -589,9 +625,10 @@ def _fft_convolve_centered(image, kernel):
 class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Turn noise-free images into recorded ones: dose, noise, blur, scan distortion.
 
-    Applied in the order a microscope does: scan distortion (jitter and drift of the probe
-    positions), probe-source blur, a smooth background, shot noise at the given dose, detector
-    read noise, then the detector's contrast and gamma.
+    Applied in the order a microscope does: scan distortion (jitter, drift and flyback of the
+    probe positions), probe-source blur, a smooth background, shot noise at the given dose,
+    scan-line noise, detector read noise, the detector's contrast and gamma, and last its
+    saturation.
 
     Parameters
     ----------
@@ -603,6 +640,10 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Pixel size of the images in Å/px.
     read_noise : float, default=0.0
         Standard deviation of Gaussian detector noise, in counts.
+    dark_counts : float, default=0.0
+        Mean counts per pixel the detector records without any signal (dark current,
+        stray electrons), Poisson distributed like the signal; ignored when ``dose`` is
+        None. Vacuum at ``dark_counts=λ`` is flat Poisson noise of mean λ.
     blur : float, default=0.0
         Standard deviation in Å of a Gaussian blur (finite source size, defocus spread).
     scan_jitter : float, default=0.0
@@ -615,10 +656,28 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Draw each image's drift uniformly within ``±drift``.
     background : float, default=0.0
         Amplitude of a linear background gradient (and offset), relative to the image mean.
+    background_texture : float, default=0.0
+        Amplitude (standard deviation) of a slowly varying random background, relative to the
+        image mean (thickness variations, contamination, detector drift). Never negative.
+    background_length : float, default=20.0
+        Correlation length of that background in Å.
+    scan_noise : float, default=0.0
+        Standard deviation of a random gain of each scan line (row), relative: streaks from
+        probe-current and detector fluctuations during the scan.
+    flyback : float, default=0.0
+        Displacement in Å of the probe at the start of each scan line, decaying over
+        ``flyback_length``: the scan coil has not settled after the flyback, so the first
+        columns of every row are stretched. Random in [0, flyback] per image when
+        ``random_drift=True``.
+    flyback_length : float, default=3.0
+        Decay length in Å of the flyback displacement.
     contrast : float, default=1.0
         Detector gain applied at the end.
     gamma : float, default=1.0
         Detector non-linearity: output = contrast * counts ** gamma.
+    saturation : float or None, default=None
+        Full scale of the detector in output units: larger values are clipped to it (flat,
+        saturated pixels). None: no saturation.
     n_jobs : int or None, default=None
         Images recorded in parallel threads (None = 1). Every image draws its noise from its
         own seed, taken from ``random_state`` in order, so the output is the same for any
@@ -640,26 +699,40 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         dose=1e6,
         pixel_size=0.1,
         read_noise=0.0,
+        dark_counts=0.0,
         blur=0.0,
         scan_jitter=0.0,
         drift=(0.0, 0.0),
         random_drift=True,
         background=0.0,
+        background_texture=0.0,
+        background_length=20.0,
+        scan_noise=0.0,
+        flyback=0.0,
+        flyback_length=3.0,
         contrast=1.0,
         gamma=1.0,
+        saturation=None,
         n_jobs=None,
         random_state=None,
     ):
         self.dose = dose
         self.pixel_size = pixel_size
         self.read_noise = read_noise
+        self.dark_counts = dark_counts
         self.blur = blur
         self.scan_jitter = scan_jitter
         self.drift = drift
         self.random_drift = random_drift
         self.background = background
+        self.background_texture = background_texture
+        self.background_length = background_length
+        self.scan_noise = scan_noise
+        self.flyback = flyback
+        self.flyback_length = flyback_length
         self.contrast = contrast
         self.gamma = gamma
+        self.saturation = saturation
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -680,8 +753,14 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         ps = check_pixel_size(self.pixel_size, "pixel_size", low=0.005, high=5.0)
         if self.dose is not None:
             _check_number(self.dose, "dose", 1e-3, 1e12, "e/Å²")
-        for name in ("read_noise", "blur", "scan_jitter", "background"):
+        for name in ("read_noise", "dark_counts", "blur", "scan_jitter", "background",
+                     "background_texture",
+                     "scan_noise", "flyback"):
             _check_number(getattr(self, name), name, 0.0, 1e6, "(non-negative)")
+        for name in ("background_length", "flyback_length"):
+            _check_number(getattr(self, name), name, 1e-3, 1e6, "Å")
+        if self.saturation is not None:
+            _check_number(self.saturation, "saturation", 1e-12, 1e15, "(output units)")
         _check_number(self.contrast, "contrast", 1e-9, 1e12, "")
         _check_number(self.gamma, "gamma", 0.05, 20.0, "")
         try:
@@ -749,20 +828,34 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         d = np.array(drift) * (rng.uniform(-1, 1, 2) if self.random_drift else 1.0)
         jitter = rng.normal(0, self.scan_jitter, image.shape[0]) if self.scan_jitter else \
             np.zeros(image.shape[0])
+        flyback = self.flyback * (rng.uniform() if self.random_drift else 1.0)
         image, coords = self._distort(image, None if coords is None else
-                                      np.asarray(coords, dtype=float), d / ps, jitter / ps)
+                                      np.asarray(coords, dtype=float), d / ps, jitter / ps,
+                                      flyback / ps, self.flyback_length / ps)
         if self.blur:
             image = ndimage.gaussian_filter(image, self.blur / ps, mode="reflect")
         if self.background:
             image = image + self._background(image, rng)
+        if self.background_texture:
+            from .scenes import smooth_field
+
+            field = smooth_field(image.shape, self.background_length / ps, rng)
+            image = image + np.clip(self.background_texture * field * image.mean(),
+                                    -image, None)
         if self.dose is not None:
-            expected = np.clip(image, 0, None) * self.dose * ps * ps
+            expected = np.clip(image, 0, None) * self.dose * ps * ps + self.dark_counts
             image = rng.poisson(expected).astype(np.float64)
+        if self.scan_noise:
+            image = image * np.clip(1 + rng.normal(0, self.scan_noise, (image.shape[0], 1)),
+                                    0, None)
         if self.read_noise:
             image = image + rng.normal(0, self.read_noise, image.shape)
         if self.gamma != 1.0:
             image = np.sign(image) * np.abs(image) ** self.gamma
-        return (self.contrast * image).astype(np.float32), coords
+        image = self.contrast * image
+        if self.saturation is not None:
+            image = np.minimum(image, self.saturation)
+        return image.astype(np.float32), coords
 
     def _background(self, image, rng):
         h, w = image.shape
@@ -772,22 +865,29 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         return self.background * image.mean() * (ramp - ramp.min())
 
     @staticmethod
-    def _distort(image, coords, drift_px, jitter_px):
-        """Resample the image at drifted/jittered probe positions; move coordinates too.
+    def _distort(image, coords, drift_px, jitter_px, flyback_px=0.0, flyback_length_px=1.0):
+        """Resample the image at distorted probe positions; move coordinates too.
 
-        The probe meant for pixel (r, c) lands at (r * (1 + dr), c + r * dc + jitter[r]).
+        The probe meant for pixel (r, c) lands at
+        ``(r * (1 + dr), c + r * dc + jitter[r] - flyback * exp(-c / flyback_length))``.
         """
-        if not np.any(drift_px) and not np.any(jitter_px):
+        if not np.any(drift_px) and not np.any(jitter_px) and not flyback_px:
             return image, coords
         h, w = image.shape
         rr, cc = np.mgrid[0:h, 0:w].astype(np.float64)
         src_r = rr * (1 + drift_px[0])
-        src_c = cc + rr * drift_px[1] + jitter_px[:, None]
+        src_c = cc + rr * drift_px[1] + jitter_px[:, None] \
+            - flyback_px * np.exp(-cc / flyback_length_px)
         out = ndimage.map_coordinates(image, [src_r, src_c], order=3, mode="reflect")
         if coords is not None and len(coords):
             coords = coords.copy()
             row = coords[:, 0] / (1 + drift_px[0])
-            shift = row * drift_px[1] + np.interp(row, np.arange(h), jitter_px)
+            target = coords[:, 1] - row * drift_px[1] - np.interp(row, np.arange(h), jitter_px)
+            col = target.copy()
+            if flyback_px:  # solve c - flyback * exp(-c / length) = target (monotone in c)
+                for _ in range(30):
+                    e = flyback_px * np.exp(-col / flyback_length_px)
+                    col = col - (col - e - target) / (1 + e / flyback_length_px)
             coords[:, 0] = row
-            coords[:, 1] = coords[:, 1] - shift
+            coords[:, 1] = col
         return out, coords

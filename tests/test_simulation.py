@@ -327,3 +327,49 @@ def test_incoherent_images_in_parallel_match_serial():
     # same images up to float rounding in the worker processes' FFTs
     np.testing.assert_allclose(serial, parallel, rtol=1e-4, atol=1e-9)
     assert not np.allclose(serial[0], serial[1])
+
+
+# --------------------------------------------------------------------------------------------
+# recording artefacts of real images
+# --------------------------------------------------------------------------------------------
+def test_dark_counts_make_vacuum_flat_poisson_noise():
+    vacuum = np.zeros((1, 128, 128), dtype=np.float32)
+    for lam in (1.0, 30.0):
+        rec = AcquisitionModel(dose=1e6, dark_counts=lam, random_state=0).transform(vacuum)[0]
+        assert abs(rec.mean() - lam) < 0.05 * lam + 0.05
+        assert abs(rec.var() - lam) < 0.1 * lam + 0.1  # Poisson: variance = mean
+        assert np.all(rec == np.round(rec))
+
+
+def test_scan_noise_makes_rows_differ_and_saturation_clips():
+    flat = np.full((1, 64, 64), 0.01, dtype=np.float32)
+    rows = AcquisitionModel(dose=None, scan_noise=0.05, random_state=0).transform(flat)[0]
+    assert np.allclose(rows.std(axis=1), 0, atol=1e-7)  # constant along each row
+    assert 0.03 < rows.mean(axis=1).std() / rows.mean() < 0.08
+    ramp = np.linspace(0, 1, 64, dtype=np.float32)[None, None, :] * np.ones((1, 64, 1))
+    clipped = AcquisitionModel(dose=None, saturation=0.6).transform(ramp)[0]
+    assert clipped.max() == np.float32(0.6) and np.sum(clipped == np.float32(0.6)) == 64 * 26
+
+
+def test_smooth_background_is_smooth_and_never_negative():
+    flat = np.full((1, 200, 200), 0.01, dtype=np.float32)
+    rec = AcquisitionModel(dose=None, background_texture=0.3, background_length=5.0,
+                           pixel_size=0.1, random_state=1).transform(flat)[0]
+    assert 0.2 < rec.std() / rec.mean() < 0.4 and rec.min() >= 0
+    # correlated over ~50 px: neighbouring pixels are nearly equal
+    assert np.abs(np.diff(rec, axis=1)).mean() < 0.05 * rec.std()
+
+
+def test_flyback_stretches_the_start_of_each_line_and_moves_the_truth_with_it():
+    atoms = make_structure("MoS2", (9.6, 9.6), defects=None, margin=3.0, random_state=2)
+    clean = MultisliceSimulator(method="incoherent", progress=False).transform([atoms])
+    cols = project_columns(atoms, PIXEL, shape=clean.shape[1:])
+    acq = AcquisitionModel(dose=None, flyback=0.5, flyback_length=1.0, random_drift=False)
+    image, moved = acq.transform_with_coordinates(clean, [cols.coordinates])
+    shift = moved[0][:, 1] - cols.coordinates[:, 1]
+    early = cols.coordinates[:, 1] < 10
+    assert shift[early].mean() > 1.0 and np.abs(shift[~early & (cols.coordinates[:, 1] > 60)]
+                                                 ).max() < 0.02
+    # the moved coordinates are where the columns appear in the distorted image
+    offsets = _column_offsets(image[0], moved[0], PIXEL)
+    assert np.median(offsets) < 0.05
