@@ -226,18 +226,39 @@ def _inside_border(match, pred, true, shape, margin_px):
     return kept, n_kept + int((p_free & p_in).sum()), n_kept + int((t_free & t_in).sum())
 
 
+def _drop_dont_care(match, pred, dont_care, tolerance, pixel_size):
+    """Leave out the unmatched predictions that lie within ``tolerance`` of a don't-care atom.
+
+    Returns the remaining predictions and the matching re-indexed to them.
+    """
+    if len(dont_care) == 0 or len(pred) == 0:
+        return pred, match
+    scale = pixel_size or 1.0
+    free = np.ones(len(pred), bool)
+    free[match.pred_index] = False
+    dist, _ = cKDTree(dont_care[:, :2] * scale).query(pred[:, :2] * scale)
+    keep = ~(free & (dist <= tolerance))
+    index = np.cumsum(keep) - 1
+    return pred[keep], AtomMatch(index[match.pred_index], match.true_index, match.distance)
+
+
 def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
-                 ignore_border=0.0, image_shape=None):
+                 ignore_border=0.0, image_shape=None, dont_care=None):
     n_pred = n_true = n_matched = n_same = 0
     d2 = []
     has_cls = True
     if ignore_border:
         shapes = _image_shapes(image_shape, len(pred))
         margin = ignore_border / pixel_size if pixel_size else ignore_border
+    if dont_care is not None and len(dont_care) != len(pred):
+        raise ValueError(f"dont_care holds {len(dont_care)} images but pred holds {len(pred)}")
     for k, (p, t) in enumerate(zip(pred, true)):
         p = _check_coords(p, f"pred[{k}]" if len(pred) > 1 else "pred")
         t = _check_coords(t, f"true[{k}]" if len(true) > 1 else "true")
         m = match_atoms(p, t, tolerance, pixel_size, per_class)
+        if dont_care is not None:
+            dc = _check_coords(dont_care[k], f"dont_care[{k}]")
+            p, m = _drop_dont_care(m, p, dc, tolerance, pixel_size)
         if ignore_border:
             m, n_p, n_t = _inside_border(m, p, t, shapes[k], margin)
         else:
@@ -265,7 +286,7 @@ def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
 
 
 def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
-                zero_division="warn", ignore_border=0.0, image_shape=None):
+                zero_division="warn", ignore_border=0.0, image_shape=None, dont_care=None):
     """Precision, recall, F1 and position RMSE of predicted atoms.
 
     Parameters
@@ -297,6 +318,10 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
         a miss nor a false detection.
     image_shape : tuple of int or sequence of tuples, optional
         (height, width) in px of the image (or of each image); needed for ``ignore_border``.
+    dont_care : ndarray of shape (m, 2 or 3), or list of such arrays, optional
+        Atoms at the limit of what the image shows (``info.uncertain`` of
+        :func:`sklatom.datasets.make_scene_images`): a predicted atom matched to no true atom
+        but within ``tolerance`` of one of these is neither right nor wrong (left out).
 
     Returns
     -------
@@ -318,10 +343,13 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
     """
     _check_tolerance(tolerance)
     _check_zero_division(zero_division)
+    single = _is_single(pred) and _is_single(true)
     pred, true = _as_batches(pred, true)
+    if dont_care is not None and single:
+        dont_care = [dont_care]
     _check_ignore_border(ignore_border)
     return _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,
-                        ignore_border, image_shape)
+                        ignore_border, image_shape, dont_care)
 
 
 def _check_ignore_border(ignore_border):
@@ -408,7 +436,8 @@ def mask_to_coordinates(mask, connectivity=1):
     Parameters
     ----------
     mask : ndarray of shape (height, width) or (n_images, height, width), int
-        0 = background, value c > 0 = an atom of class c. Regions are connected per class.
+        0 = background, value c > 0 = an atom of class c, -1 = "don't care" (no atom is
+        reported there). Regions are connected per class.
     connectivity : {1, 2}, default=1
         1: 4-connectivity, 2: 8-connectivity.
 
@@ -443,9 +472,9 @@ def mask_to_coordinates(mask, connectivity=1):
                          f"got shape {m.shape}")
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2; got {connectivity!r}")
-    if np.any(m < 0):
-        raise ValueError("mask must hold class labels >= 0 (0 = background); got negative "
-                         "values")
+    if np.any(m < -1):
+        raise ValueError("mask must hold class labels >= 0 (0 = background, -1 = don't care); "
+                         "got negative values")
     structure = ndimage.generate_binary_structure(2, connectivity)
     W = m.shape[1]
     out = []

@@ -23,7 +23,7 @@ GENERAL_LABELS = {
     # graphene and hBN: light columns; Si (and other heavier dopants) heavy
     "C": "light", "Si": "heavy", "B": "light", "N": "light",
     # transition-metal dichalcogenides: metal columns heavy, chalcogen columns light
-    "Mo": "heavy", "W": "heavy", "S2": "light", "S": "light", "SSe": "light",
+    "Mo": "heavy", "W": "heavy", "S2": "light", "S": "light", "SSe": "heavy",
     # perovskite [001]: cation columns heavy, pure-oxygen columns light
     "Sr": "heavy", "OTi": "heavy", "O": "light",
 }

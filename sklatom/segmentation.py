@@ -29,7 +29,9 @@ from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 
 from ._augment import augment_intensity, grid_patches, pad_reflect, random_patch
+from ._resample import resample_image, resampled_shape
 from ._unet import UNet, inference_copy, receptive_field
+from .quality import ImageQualityWarning, check_image
 from ._validation import (SklatomWarning, check_image_batch, check_pixel_size, map_items,
                           stack_if_same_shape)
 
@@ -41,7 +43,30 @@ _METADATA_KEY = "sklatom"
 #: Per-image input normalisation: ``(image - median) / (p99.5 - p0.5)``.
 NORMALISATION = {"center": "median", "low_percentile": 0.5, "high_percentile": 99.5}
 #: Pixel sizes (Å/px) the segmenter accepts.
-PIXEL_SIZE_RANGE = (0.05, 0.3)
+PIXEL_SIZE_RANGE = (0.05, 0.5)
+#: Label of "don't care" pixels in training masks: they count neither way in the loss.
+IGNORE_LABEL = -1
+
+
+def check_sampling(pixel_size, name="pixel_size", allow_none=True):
+    """Check a pixel size against :data:`PIXEL_SIZE_RANGE`; the error says what to do.
+
+    Returns the pixel size as a float (or None when allowed).
+    """
+    low, high = PIXEL_SIZE_RANGE
+    try:
+        return check_pixel_size(pixel_size, name, low, high, allow_none=allow_none)
+    except ValueError:
+        if float(pixel_size) < low:
+            hint = ("bin the image to a coarser pixel (e.g. skimage.transform."
+                    "downscale_local_mean(image, (2, 2)) doubles it) and pass the binned pixel "
+                    "size")
+        else:
+            hint = (f"at a coarser sampling neighbouring columns lie only a few pixels apart; "
+                    f"record the image at a finer sampling, or resample it to {high} Å/px or "
+                    f"less (skimage.transform.rescale) and pass that pixel size")
+        raise ValueError(f"{name}={pixel_size!r} Å/px is outside the {low}-{high} Å/px this "
+                         f"segmenter handles: {hint}") from None
 
 
 def _versions(tensors):
@@ -152,6 +177,8 @@ def _check_masks(y, images, name="y"):
     for i, (m, img) in enumerate(zip(items, images)):
         if m.shape != img.shape:
             raise ValueError(f"{name}[{i}] has shape {m.shape} but X[{i}] has shape {img.shape}")
+        if m.dtype.kind == "b":
+            m = m.astype(np.int16)
         if m.dtype.kind == "f":
             if not np.all(np.isfinite(m)) or not np.all(m == np.round(m)):
                 raise TypeError(
@@ -160,12 +187,14 @@ def _check_masks(y, images, name="y"):
                 )
         elif m.dtype.kind not in "iub":
             raise TypeError(f"{name}[{i}] must hold integer class labels; got dtype {m.dtype}")
-        m = m.astype(np.int64)
-        if m.size and m.min() < 0:
+        if m.size and m.min() < IGNORE_LABEL:
             raise ValueError(
-                f"{name}[{i}] contains negative labels (min {m.min()}); labels must be >= 0"
+                f"{name}[{i}] contains negative labels (min {m.min()}); labels must be >= 0, "
+                f"or {IGNORE_LABEL} for pixels to ignore"
             )
-        out.append(m)
+        if m.size and m.max() > np.iinfo(np.int16).max:
+            raise ValueError(f"{name}[{i}] contains label {m.max()}; labels must be < 32768")
+        out.append(m.astype(np.int16))  # small: training sets hold many large masks
     return out
 
 
@@ -329,10 +358,11 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Class names indexed by label value, e.g. ``["background", "C", "Si"]``. None:
         ``["background", "class_1", ...]`` up to the largest label in ``y``.
     training_pixel_size : float or None, default=None
-        Pixel size in Å/px of the images given to ``fit`` (between 0.05 and 0.3). Stored as
+        Pixel size in Å/px of the images given to ``fit`` (between 0.05 and 0.5). Stored as
         ``pixel_size_``. None: unknown, and then images cannot be rescaled at prediction.
     pixel_size : float or None, default=None
-        Pixel size in Å/px of the images given to ``transform``/``predict``/``score``. When it
+        Pixel size in Å/px of the images given to ``transform``/``predict``/``score`` (0.05 to
+        0.5; outside that range a ValueError says how to bin or resample). When it
         differs from ``pixel_size_`` the images are rescaled by ``pixel_size / pixel_size_`` to
         the training sampling (bilinear), segmented, and the probabilities are resized back to
         the input size and renormalised. None: images are at the training sampling.
@@ -560,7 +590,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 raise ValueError(f"class_weight must be None, 'balanced' or an array; got {cw!r}")
             counts = np.zeros(n_classes)
             for m in masks:
-                counts += np.bincount(m.ravel(), minlength=n_classes)[:n_classes]
+                counts += np.bincount(m[m >= 0].ravel(), minlength=n_classes)[:n_classes]
             w = counts.sum() / (n_classes * np.maximum(counts, 1))
         else:
             w = np.asarray(cw, dtype=float)
@@ -613,6 +643,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             **module_params,
             criterion=torch.nn.CrossEntropyLoss,
             criterion__weight=class_weights,
+            criterion__ignore_index=IGNORE_LABEL,
             optimizer=self.optimizer,
             lr=self.lr,
             max_epochs=self._check_int("max_epochs"),
@@ -667,8 +698,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             )
         classes = self._resolve_classes(masks)
         n_classes = len(classes)
-        pixel_size_ = check_pixel_size(self.training_pixel_size, "training_pixel_size",
-                                       *PIXEL_SIZE_RANGE, allow_none=True)
+        pixel_size_ = check_sampling(self.training_pixel_size, "training_pixel_size")
         device = _resolve_device(self.device)
         seed = _seed_from(self.random_state)
         norm = [_normalise(im, f"X[{i}]") for i, im in enumerate(images)]
@@ -833,7 +863,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def _proba_items(self, X):
         check_is_fitted(self, "net_")
         images = check_image_batch(X, "X")
-        ps = check_pixel_size(self.pixel_size, "pixel_size", *PIXEL_SIZE_RANGE, allow_none=True)
+        ps = check_sampling(self.pixel_size, "pixel_size")
         factor = 1.0
         if ps is not None:
             if self.pixel_size_ is None:
@@ -849,19 +879,33 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                          self.n_jobs, prefer="threads")
 
     def _proba_one(self, img, i, factor, module):
-        """Probability maps of one image at the input's size."""
-        x = _normalise(img, f"X[{i}]")
-        shape = x.shape
-        if factor != 1.0:
-            new = (max(1, int(round(shape[0] * factor))), max(1, int(round(shape[1] * factor))))
-            x = resize(x, new, order=1, mode="reflect", anti_aliasing=factor < 1,
-                       preserve_range=True).astype(np.float32)
-        p = self._predict_normalised(x, module)
+        """Probability maps of one image at the input's size.
+
+        Saturated, clipped, blanked and constant regions (:func:`sklatom.quality.check_image`)
+        are background, and an image without usable structure is background everywhere; each
+        finding is reported in an :class:`~sklatom.quality.ImageQualityWarning`. The image is
+        resampled to the training sampling first and normalised there, as the training
+        images were.
+        """
+        shape = img.shape
+        sampling = self.pixel_size_ * factor if self.pixel_size_ else None
+        quality = check_image(img, sampling, f"X[{i}]")
+        for problem in quality.problems:
+            warnings.warn(problem, ImageQualityWarning, stacklevel=5)
+        if not quality.usable:
+            p = np.zeros((self.n_classes_,) + shape, dtype=np.float32)
+            p[0] = 1.0
+            return p
+        x = img if factor == 1.0 else resample_image(img, resampled_shape(shape, factor))
+        p = self._predict_normalised(_normalise(x, f"X[{i}]"), module)
         if p.shape[1:] != shape:
             p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
                        anti_aliasing=False, preserve_range=True)
             p = np.clip(p, 0, None)
             p = (p / np.maximum(p.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
+        if quality.dead.any():
+            p[:, quality.dead] = 0.0
+            p[0, quality.dead] = 1.0
         return p
 
     def predict_proba(self, X):
@@ -943,6 +987,8 @@ ndarray of shape (n_classes, height_i, width_i)
         union = np.zeros(self.n_classes_ + 1)
         for p, t in zip(pred, masks):
             t = np.minimum(t, self.n_classes_)  # unknown labels count as wrong everywhere
+            care = t != IGNORE_LABEL
+            p, t = p[care], t[care]
             for k in range(1, self.n_classes_ + 1):
                 pk, tk = p == k, t == k
                 inter[k] += np.count_nonzero(pk & tk)

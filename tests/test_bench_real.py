@@ -24,7 +24,7 @@ REGION = (24.0, 72.0, 24.0, 72.0)  # row_min, row_max, col_min, col_max (px) of 
 @pytest.fixture(scope="module")
 def real_layout(tmp_path_factory):
     """A DIR with three sets of the same two MoS2 images (96 px), references (row, col) and
-    species: ``sim_lattice`` (all atoms), ``sim_coarse`` (pixel size 0.5 Å/px, which the
+    species: ``sim_lattice`` (all atoms), ``sim_coarse`` (pixel size 0.6 Å/px, which the
     model refuses), ``sim_region`` (references only inside ``label_region_rc``, as when only
     part of an image was labelled); plus a folder without .npz files."""
     X, _, coords = make_lattice_images(2, "MoS2", shape=(96, 96), pixel_size=PIXEL_SIZE,
@@ -37,7 +37,7 @@ def real_layout(tmp_path_factory):
         species = np.where(c[:, 2] == 2, "Mo", "S2")  # class 2 = heavy
         common = dict(image=x, coords=c[:, :2], species=species)
         np.savez(root / "sim_lattice" / f"img{k}.npz", pixel_size_A=PIXEL_SIZE, **common)
-        np.savez(root / "sim_coarse" / f"img{k}.npz", pixel_size_A=0.5, **common)
+        np.savez(root / "sim_coarse" / f"img{k}.npz", pixel_size_A=0.6, **common)
         inside = bench_real.in_region(c[:, :2], REGION)
         np.savez(root / "sim_region" / f"img{k}.npz", image=x, pixel_size_A=PIXEL_SIZE,
                  coords=c[inside, :2], species=species[inside], label_region_rc=REGION)

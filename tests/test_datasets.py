@@ -107,3 +107,86 @@ def test_draw_label_mask_disks_and_nearest_column_wins():
 def test_bad_dataset_requests(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_lattice_images(**{"shape": (32, 32), **kwargs})
+
+
+# --------------------------------------------------------------------------------------------
+# the label policy and the scene images
+# --------------------------------------------------------------------------------------------
+def test_label_policy_leaves_out_the_columns_haadf_does_not_show():
+    kwargs = dict(shape=(128, 128), defects=None, return_info=True, random_state=0)
+    _, y_vis, c_vis, info = make_lattice_images(1, "SrTiO3-001", **kwargs)
+    _, y_all, c_all, _ = make_lattice_images(1, "SrTiO3-001", label_policy="all", **kwargs)
+    assert set(info.names[0]) == {"Sr", "OTi"}  # the O columns are background
+    assert len(c_all[0]) > 1.6 * len(c_vis[0])
+    o = lattice_classes("SrTiO3-001").index("O")
+    assert (y_all[0] == o).any() and not (y_vis[0] == o).any()
+
+
+def test_uncertain_columns_are_dont_care_in_the_masks():
+    from sklatom.datasets import IGNORE_LABEL
+
+    acq = AcquisitionModel(dose=1e4, blur=0.15)  # graphene at the limit of visibility
+    _, y, coords, info = make_lattice_images(1, "graphene", shape=(96, 96), defects=None,
+                                             acquisition=acq, return_info=True, random_state=0)
+    assert len(info.uncertain[0]) > 3 * len(coords[0]) and len(info.uncertain[0]) > 20
+    r, c = np.round(info.uncertain[0][:, :2]).astype(int).T
+    ok = (r >= 0) & (r < 96) & (c >= 0) & (c < 96)
+    assert np.all(y[0][r[ok], c[ok]] == IGNORE_LABEL)
+
+
+def test_scene_images_resampled_like_the_segmenter_resamples():
+    from sklatom.datasets import make_scene_images
+
+    kwargs = dict(shape=(80, 80), scene_options={"support": "vacuum", "crystal": "Au",
+                                                 "diameter": 16.0}, random_state=4)
+    X, y, c = make_scene_images(1, "nanoparticle", pixel_size=0.3, **kwargs)
+    Xr, yr, cr = make_scene_images(1, "nanoparticle", pixel_size=0.3, output_pixel_size=0.1,
+                                   **kwargs)
+    assert X.shape == (1, 80, 80) and Xr.shape == (1, 240, 240) and yr.shape == (1, 240, 240)
+    assert len(c[0]) == len(cr[0]) > 10
+    # the same columns, three times further from the origin (pixel centres at integers)
+    np.testing.assert_allclose(cr[0][:, :2], (c[0][:, :2] + 0.5) * 3 - 0.5, atol=1e-9)
+    # a Au particle is heavy; the particle's columns are where the resampled image is bright
+    assert set(np.unique(cr[0][:, 2])) == {2.0}
+    rows, cols = np.round(cr[0][:, :2]).astype(int).T
+    assert Xr[0][rows, cols].mean() > 3 * np.median(Xr[0])
+
+
+@pytest.mark.parametrize("scene", ["vacuum", "amorphous"])
+def test_nothing_is_labelled_in_vacuum_and_amorphous_scenes(scene):
+    from sklatom.datasets import make_scene_images
+
+    X, y, c = make_scene_images(2, scene, shape=(64, 64), pixel_size=0.2, random_state=1,
+                                acquisition=AcquisitionModel(dose=1e6, dark_counts=5.0))
+    assert all(len(ci) == 0 for ci in c) and not (y > 0).any()
+    assert X.std() > 0  # noise (and texture) is there all the same
+
+
+def test_saturated_patches_are_flat_and_hide_what_is_under_them():
+    from sklatom.datasets import make_scene_images
+
+    kwargs = dict(shape=(96, 96), pixel_size=0.15, scene_options={"lattice": "MoS2",
+                                                                  "contamination": 0},
+                  random_state=2)
+    X, _, c = make_scene_images(1, "lattice", **kwargs)
+    Xs, ys, cs = make_scene_images(1, "lattice", artefacts={"saturated_patch": 1.0}, **kwargs)
+    flat = Xs[0] == Xs[0].max()
+    assert 0.03 < flat.mean() < 0.5
+    assert len(cs[0]) < len(c[0])
+    # no labelled column under the saturated pixels
+    r, cc = np.round(cs[0][:, :2]).astype(int).T
+    assert flat[np.clip(r, 0, 95), np.clip(cc, 0, 95)].mean() < 0.05
+    assert not (ys[0][flat] > 0).any()
+
+
+def test_bad_scene_requests():
+    from sklatom.datasets import make_scene_images
+
+    with pytest.raises(ValueError, match="scene must be one of"):
+        make_scene_images(1, "teapot", shape=(32, 32))
+    with pytest.raises(ValueError, match="artefacts"):
+        make_scene_images(1, "vacuum", shape=(32, 32), artefacts={"cosmic_rays": 1.0})
+    with pytest.raises(ValueError, match="label_policy"):
+        make_scene_images(1, "vacuum", shape=(32, 32), label_policy="some")
+    with pytest.raises(ValueError, match="labels"):
+        make_scene_images(1, "vacuum", shape=(32, 32), labels=None)

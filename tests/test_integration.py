@@ -44,7 +44,7 @@ def test_grid_search_tunes_network_and_peak_threshold_with_atom_f1(mixed_images,
                     memory=str(tmp_path))
     grid = GridSearchCV(
         pipe,
-        {"segment__module__base_filters": [2, 8], "peaks__threshold": [0.5, 0.999]},
+        {"segment__module__base_filters": [2, 8], "peaks__threshold": [0.5, 0.02]},
         scoring=make_atom_scorer(tolerance=0.5, pixel_size=PIXEL),
         cv=2,
     )

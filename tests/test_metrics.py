@@ -307,3 +307,31 @@ def test_ignore_border_leaves_out_atoms_cut_by_the_image_edge():
         atom_scores(pred, true, ignore_border=-1, image_shape=(100, 100))
     with pytest.raises(ValueError, match="image_shape must be"):
         atom_scores([pred, pred], [true, true], ignore_border=3, image_shape=[(1, 2, 3)])
+
+
+def test_dont_care_atoms_absorb_unmatched_predictions_only():
+    true = np.array([[10.0, 10.0], [10.0, 20.0]])
+    doubt = np.array([[30.0, 30.0]])
+    pred = np.array([[10.1, 10.0], [30.2, 30.0], [50.0, 50.0]])
+    plain = atom_scores(pred, true, tolerance=1.0)
+    cared = atom_scores(pred, true, tolerance=1.0, dont_care=doubt)
+    assert plain["n_pred"] == 3 and cared["n_pred"] == 2  # the one at (30, 30) is left out
+    assert cared["precision"] == 0.5 and cared["recall"] == 0.5
+    # a prediction matched to a true atom stays, even next to a don't-care atom
+    both = atom_scores(np.array([[10.0, 10.2]]), true, tolerance=1.0,
+                       dont_care=np.array([[10.0, 10.5]]))
+    assert both["n_matched"] == 1 and both["n_pred"] == 1
+    # batches: one don't-care array per image
+    batch = atom_scores([pred, pred], [true, true], tolerance=1.0, dont_care=[doubt, doubt[:0]])
+    assert batch["n_pred"] == 5
+    with pytest.raises(ValueError, match="dont_care holds 1 images"):
+        atom_scores([pred, pred], [true, true], tolerance=1.0, dont_care=[doubt])
+
+
+def test_masks_with_dont_care_pixels_give_only_the_atoms():
+    mask = np.zeros((10, 10), int)
+    mask[1:3, 1:3] = 1
+    mask[6:8, 6:8] = -1
+    np.testing.assert_array_equal(mask_to_coordinates(mask), [[1.5, 1.5, 1.0]])
+    with pytest.raises(ValueError, match="negative"):
+        mask_to_coordinates(mask - 2)

@@ -305,10 +305,12 @@ def test_pixel_size_rescaling(fitted, test_data):
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [0.5, 0.01, -0.1])
-def test_pixel_size_out_of_range(fitted, test_data, bad):
-    with pytest.raises(ValueError, match="pixel_size"):
+@pytest.mark.parametrize("bad, hint", [(0.6, "record the image at a finer sampling"),
+                                       (0.01, "bin the image"), (-0.1, "bin the image")])
+def test_pixel_size_out_of_range(fitted, test_data, bad, hint):
+    with pytest.raises(ValueError, match=r"pixel_size=.* is outside the 0.05-0.5 Å/px") as err:
         with_params(fitted, pixel_size=bad).predict(test_data[0])
+    assert hint in str(err.value)
 
 
 def test_pixel_size_needs_training_pixel_size(data):
@@ -361,7 +363,7 @@ def test_bad_training_input(data):
     with pytest.raises(ValueError, match="masks"):
         seg.fit(X, y[:3])
     with pytest.raises(ValueError, match="negative"):
-        seg.fit(X, y - 1)
+        seg.fit(X, y - 2)  # (-1 is the "don't care" label)
     with pytest.raises(ValueError, match="classes"):
         clone(seg).set_params(classes=["background", "C"]).fit(X, y)
     with pytest.raises(ValueError, match="patch_size"):

@@ -1,0 +1,78 @@
+"""Parts of an image that cannot show atoms (sklatom.quality) and what the segmenter does there."""
+
+import numpy as np
+import pytest
+
+from sklatom.quality import ImageQualityWarning, check_image
+
+
+def _noise(shape=(128, 128), lam=50.0, seed=0):
+    return np.random.default_rng(seed).poisson(lam, shape).astype(np.float32)
+
+
+def test_saturated_clipped_and_blanked_regions_are_found_and_named():
+    image = _noise()
+    image[:40, :40] = image.max() + 1          # saturated patch
+    image[100:, :] = 0.0                       # blanked band (zero padding)
+    q = check_image(image, pixel_size=0.1, name="X[0]")
+    assert q.usable
+    assert q.dead[:40, :40].all() and q.dead[100:].all()
+    assert q.dead[50:95, 50:].sum() == 0
+    text = " ".join(q.problems)
+    assert "saturated (at the image maximum" in text and "clipped at the image minimum (0)" in text
+    assert "10 %" in text and "22 %" in text  # 1600 and 3584 of 16384 pixels
+
+
+def test_a_single_saturated_pixel_or_an_atom_top_is_not_a_region():
+    image = _noise(seed=1)
+    image[64, 64] = image.max() + 10
+    image[10:13, 10:13] = image.max()          # a 3 x 3 clipped atom top
+    q = check_image(image, pixel_size=0.1)
+    assert not q.dead.any() and q.problems == []
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.full((64, 64), 7.0), "constant"),
+    (np.zeros((64, 64)), "constant"),
+    (5 + 1e-7 * np.random.default_rng(0).standard_normal((64, 64)), "nearly constant"),
+    (np.random.default_rng(0).random((3, 2048)), "too small to show an atom"),
+    (np.random.default_rng(0).random((2, 2)), "too small to show an atom"),
+])
+def test_images_without_usable_structure(image, match):
+    q = check_image(image.astype(np.float32), pixel_size=0.1, name="X[0]")
+    assert not q.usable and q.dead.all()
+    assert match in q.problems[0] and q.problems[0].startswith("X[0]")
+
+
+def test_the_region_size_follows_the_pixel_size():
+    image = _noise()
+    image[:6, :6] = image.max() + 1  # 36 px: 0.36 Å² at 0.1 Å/px, 9 Å² at 0.5 Å/px
+    assert not check_image(image, pixel_size=0.1).dead.any()
+    assert check_image(image, pixel_size=0.5).dead[:6, :6].all()
+
+
+def test_the_segmenter_reports_nothing_in_dead_regions_and_warns():
+    from sklatom import PeakFinder, load_pretrained
+    from sklatom.datasets import make_lattice_images
+    from sklatom.pretrained import GENERAL_LABELS
+
+    X, _, coords = make_lattice_images(1, "MoS2", shape=(128, 128), labels=GENERAL_LABELS,
+                                       random_state=0)
+    image = X[0].copy()
+    image[:, :64] = image.max()  # the left half saturated
+    seg = load_pretrained()
+    with pytest.warns(ImageQualityWarning, match="50 % of the pixels are saturated"):
+        P = seg.transform(image[np.newaxis])
+    found = PeakFinder().transform(P)[0]
+    assert len(found) > 20 and found[:, 1].min() > 63
+    assert np.allclose(P[0, 0, :, :64], 1.0)
+
+
+@pytest.mark.parametrize("image", [np.full((96, 96), 3.0), np.zeros((96, 96)),
+                                   np.full((96, 96), 65535.0)])
+def test_constant_and_saturated_images_give_no_atoms(image):
+    from sklatom import PeakFinder, load_pretrained
+
+    with pytest.warns(ImageQualityWarning, match="constant"):
+        P = load_pretrained().transform(image[np.newaxis].astype(np.float32))
+    assert len(PeakFinder().transform(P)[0]) == 0
