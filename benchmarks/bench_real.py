@@ -211,13 +211,13 @@ def score_set(found, images, tolerance):
 
 @functools.lru_cache(maxsize=1)
 def _pretrained():
-    """The pretrained segmenter, loaded once and run once (warm-up, untimed)."""
-    from sklatom.pretrained import load_pretrained
+    """The pretrained pipeline (:class:`sklatom.AtomFinder`), loaded once and run once
+    (warm-up, untimed)."""
+    from sklatom.finder import AtomFinder
 
-    seg = load_pretrained(device="cpu")
-    seg.set_params(pixel_size=seg.pixel_size_)
-    seg.transform(np.random.default_rng(0).random((1, 64, 64), dtype=np.float32))
-    return seg
+    finder = AtomFinder(device="cpu").fit()
+    finder.find(np.random.default_rng(0).random((1, 64, 64), dtype=np.float32))
+    return finder
 
 
 def sklatom_atoms(image, pixel_size):
@@ -242,12 +242,7 @@ def sklatom_atoms(image, pixel_size):
     ValueError
         If the model refuses ``pixel_size`` (outside the range it can rescale from).
     """
-    from sklatom.peaks import PeakFinder
-
-    seg = _pretrained()
-    seg.set_params(pixel_size=pixel_size)
-    proba = seg.transform(np.asarray(image)[np.newaxis])
-    return PeakFinder().transform(proba)[0]
+    return _pretrained().find(np.asarray(image)[np.newaxis], pixel_size)[0][0]
 
 
 def run_sklatom(images, tolerance):
@@ -266,8 +261,9 @@ def run_sklatom(images, tolerance):
         seconds.append(time.perf_counter() - t0)
     return MethodResult("sklatom", "ok", score_set(found, images, tolerance),
                         float(np.mean(seconds)),
-                        {"pipeline": "load_pretrained(); set_params(pixel_size=ps); transform; "
-                                     "PeakFinder() defaults"}), found
+                        {"pipeline": "AtomFinder() defaults: the pretrained model, images "
+                                     "rescaled from their pixel size, PeakFinder with classes "
+                                     "checked against column intensities"}), found
 
 
 # ------------------------------------------------------------------ classical, tuned per set

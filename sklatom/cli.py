@@ -103,16 +103,15 @@ def _warnings_to(console):
 
 def _load_model(name):
     """A fitted FCNSegmenter from a pretrained model name or a .safetensors path."""
-    from .pretrained import PRETRAINED, load_pretrained
-    from .segmentation import FCNSegmenter
+    from .finder import load_model
+    from .pretrained import PRETRAINED
 
-    if name in PRETRAINED:
-        return load_pretrained(name)
-    if os.path.isfile(name):
-        return FCNSegmenter.load(name)
-    raise UserError(
-        f"--model {name!r} is neither a pretrained model ({', '.join(sorted(PRETRAINED))}) nor "
-        "an existing model file (.safetensors written by FCNSegmenter.save or 'sklatom train')")
+    if name not in PRETRAINED and not os.path.isfile(name):
+        raise UserError(
+            f"--model {name!r} is neither a pretrained model ({', '.join(sorted(PRETRAINED))}) "
+            "nor an existing model file (.safetensors written by FCNSegmenter.save or 'sklatom "
+            "train')")
+    return load_model(name)
 
 
 def _check_outputs(paths, overwrite):
@@ -156,13 +155,9 @@ def _figure(n_panels=1, size=5.0):
 # --------------------------------------------------------------------------------------------
 # the analysis of one image (shared by find-atoms and demo)
 # --------------------------------------------------------------------------------------------
-def _find_atoms(segmenter, image, pixel_size):
+def _find_atoms(finder, image, pixel_size):
     """Atoms ``(k, 3)`` and their confidence in one image at ``pixel_size`` Å/px."""
-    from .peaks import PeakFinder
-
-    segmenter.set_params(pixel_size=pixel_size)
-    proba = segmenter.transform(image[np.newaxis].astype(np.float32))
-    coords, confidence = PeakFinder().fit_transform(proba, return_confidence=True)
+    coords, confidence = finder.find(image[np.newaxis].astype(np.float32), pixel_size)
     return coords[0], confidence[0]
 
 
@@ -177,25 +172,6 @@ def _defects(coords, species, pixel_size, shape):
     labels = clf.predict([coords])[0]
     table = clf.find_defects([coords])
     return labels, table, clf
-
-
-def _atom_table(coords, confidence, classes, pixel_size, labels=None):
-    import pandas as pd
-
-    cls = coords[:, 2].astype(int)
-    table = {
-        "row": np.round(coords[:, 0], 4),
-        "col": np.round(coords[:, 1], 4),
-        "class": cls,
-        "class_name": [classes[c] if 0 <= c < len(classes) else f"class {c}" for c in cls],
-    }
-    if pixel_size is not None:
-        table["x_A"] = np.round(coords[:, 1] * pixel_size, 4)
-        table["y_A"] = np.round(coords[:, 0] * pixel_size, 4)
-    table["confidence"] = np.round(confidence, 4)
-    if labels is not None:
-        table["defect"] = list(labels)
-    return pd.DataFrame(table)
 
 
 def _defect_table(table, pixel_size):
@@ -334,17 +310,17 @@ def _parse_species(text):
 
 
 def _cmd_find_atoms(args):
-    from ._validation import check_pixel_size
+    from .finder import AtomFinder, atom_table
     from .io import read_image, write_csv_atomic
     from .plotting import plot_atoms, plot_defects
-    from .segmentation import PIXEL_SIZE_RANGE
+    from .segmentation import check_sampling
 
     console = _Console(args.quiet)
     if args.pixel_size is not None:
         try:
-            check_pixel_size(args.pixel_size, "--pixel-size", *PIXEL_SIZE_RANGE)
+            check_sampling(args.pixel_size, "--pixel-size")
         except ValueError as exc:
-            raise UserError(f"{exc}; resample the image to that range") from None
+            raise UserError(str(exc)) from None
     species = _parse_species(args.species)
     _ensure_dir(args.output)
     inputs = _distinct_inputs(args.images, console)
@@ -369,6 +345,7 @@ def _cmd_find_atoms(args):
     if todo:
         with _warnings_to(console):
             segmenter = _load_model(args.model)
+            finder = AtomFinder(segmenter).fit()
         classes = list(segmenter.classes_)
         if species is not None and len(species) != len(classes) - 1:
             raise UserError(
@@ -396,17 +373,14 @@ def _cmd_find_atoms(args):
                         f"{path}: no pixel size in the file and no --pixel-size; assuming the "
                         f"model's training pixel size {ps:g} Å/px (x_A/y_A columns omitted)")
                 try:
-                    ps = check_pixel_size(ps, "pixel size", *PIXEL_SIZE_RANGE)
-                except ValueError:
-                    raise UserError(
-                        f"{path}: pixel size {ps:.4g} Å/px ({source}) is outside the range "
-                        f"{PIXEL_SIZE_RANGE[0]}-{PIXEL_SIZE_RANGE[1]} Å/px that the model "
-                        "handles; resample the image or pass the right --pixel-size") from None
-                coords, confidence = _find_atoms(segmenter, image, ps)
+                    ps = check_sampling(ps, f"the pixel size ({source})", allow_none=False)
+                except ValueError as exc:
+                    raise UserError(f"{path}: {exc}; or pass the right --pixel-size") from None
+                coords, confidence = _find_atoms(finder, image, ps)
                 labels = table = clf = None
                 if args.defects:
                     labels, table, clf = _defects(coords, species, ps, image.shape)
-                atoms = _atom_table(coords, confidence, classes, ps if known else None, labels)
+                atoms = atom_table(coords, confidence, classes, ps if known else None, labels)
                 if species is not None:
                     names = dict(zip(classes[1:], species))
                     atoms.insert(4, "species", [names.get(c, c) for c in atoms["class_name"]])
@@ -564,9 +538,8 @@ def load_simulated(path):
 # train
 # --------------------------------------------------------------------------------------------
 def _cmd_train(args):
-    from ._validation import check_pixel_size
     from .io import atomic_path
-    from .segmentation import PIXEL_SIZE_RANGE, FCNSegmenter
+    from .segmentation import FCNSegmenter, check_sampling
 
     console = _Console(args.quiet)
     if os.path.realpath(args.output) == os.path.realpath(args.data):
@@ -579,10 +552,10 @@ def _cmd_train(args):
     if ps is None:
         raise UserError(f"{args.data} holds no pixel_size; pass --pixel-size (Å/px)")
     try:
-        ps = check_pixel_size(ps, "--pixel-size", *PIXEL_SIZE_RANGE)
+        ps = check_sampling(ps, "--pixel-size", allow_none=False)
     except ValueError as exc:
-        raise UserError(f"{exc}; simulate the training images at a pixel size in that range") \
-            from None
+        raise UserError(f"{exc}; or simulate the training images at a pixel size in that "
+                        "range") from None
     n, h, w = data["images"].shape
     patch = min(args.patch_size, (min(h, w) // 8) * 8)
     if patch < 16:
@@ -638,6 +611,7 @@ def _cmd_demo(args):
     import pandas as pd
 
     from .datasets import make_lattice_images
+    from .finder import AtomFinder, atom_table
     from .io import write_csv_atomic
     from .metrics import atom_scores
     from .plotting import plot_atoms, plot_defects
@@ -656,6 +630,7 @@ def _cmd_demo(args):
                         "--output directory")
     with _warnings_to(console):
         segmenter = _load_model(args.model)
+        finder = AtomFinder(segmenter).fit()
     classes = list(segmenter.classes_)
     ps = 0.1
     tolerance = 0.5  # Å
@@ -675,7 +650,7 @@ def _cmd_demo(args):
         image, truth = X[0], truth[0]
         t1 = time.perf_counter()
         with _warnings_to(console):
-            coords, confidence = _find_atoms(segmenter, image, ps)
+            coords, confidence = _find_atoms(finder, image, ps)
         t_find = time.perf_counter() - t1
         s = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps)
         inner = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps,
@@ -705,7 +680,7 @@ def _cmd_demo(args):
         for name in kinds:
             console.info(f"     {name:<16s} found {found_cat.get(name, 0):>3d}   true "
                          f"{true_cat.get(name, 0):>3d}")
-        table = _atom_table(coords, confidence, classes, ps, labels)
+        table = atom_table(coords, confidence, classes, ps, labels)
         table.insert(4, "species", [names.get(c, c) for c in table["class_name"]])
         write_csv_atomic(table, paths[title][0], overwrite=args.overwrite)
         fig, axes = _figure(2)

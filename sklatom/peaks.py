@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ._validation import (check_images_for_maps, check_probability_maps, map_items,
                           split_maps_and_images)
 
-__all__ = ["PeakFinder", "find_peaks"]
+__all__ = ["PeakFinder", "find_peaks", "column_intensities", "contrast_classes"]
 
 _METHODS = ("components", "maxima")
 _REFINE = (None, "com", "gaussian")
@@ -29,7 +29,7 @@ _REFINE = (None, "com", "gaussian")
 # parameter and input checks
 # --------------------------------------------------------------------------------------------
 def _check_params(method, threshold, min_distance, min_area, merge_distance, edge_margin,
-                  exclude_edges, refine, refine_radius):
+                  exclude_edges, refine, refine_radius, contrast=None):
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
     for name, value, low in (("min_distance", min_distance, 1), ("min_area", min_area, 1),
@@ -49,6 +49,14 @@ def _check_params(method, threshold, min_distance, min_area, merge_distance, edg
         raise TypeError(f"exclude_edges must be True or False; got {exclude_edges!r}")
     if refine not in _REFINE:
         raise ValueError(f"refine must be one of {_REFINE}; got {refine!r}")
+    if contrast is not None:
+        ok = (isinstance(contrast, (tuple, list)) and len(contrast) == 2
+              and all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 1
+                      for c in contrast) and contrast[0] != contrast[1])
+        if not ok:
+            raise ValueError(
+                f"classes_from_contrast must be None or (lighter, heavier): two different "
+                f"foreground class indices; got {contrast!r}")
 
 
 def _one_threshold(value, name):
@@ -82,12 +90,6 @@ def _class_thresholds(threshold, n_classes):
     else:
         out[1:] = _one_threshold(threshold, "threshold")
     return out
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +343,118 @@ def _refine(image, pos, method, radius, n_deblend=4):
 
 
 # --------------------------------------------------------------------------------------------
+# classes from column intensities
+# --------------------------------------------------------------------------------------------
+#: A bright minority of columns is of the heavier class when it is at least this much brighter
+#: than the host columns (Si/C in a MAADF image of graphene is 1.7-3)...
+CONTRAST_RATIO = 1.4
+#: ... and holds at most this fraction of the atoms (a sublattice, such as N in hBN or Mo in
+#: MoS2, keeps the segmenter's class: the lattice tells what it is better than its contrast).
+MINORITY_FRACTION = 0.25
+
+
+def column_intensities(image, positions, radius):
+    """Background-subtracted intensity summed over a disk around each position.
+
+    The image is lightly smoothed (Gaussian, 0.5 px); the background is its local minimum
+    within ``2 * radius``, smoothed, so a column's neighbours do not count as its signal.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width)
+        Raw intensities.
+    positions : ndarray of shape (k, 2)
+        (row, col) in px.
+    radius : float
+        Disk radius in px.
+
+    Returns
+    -------
+    intensity : ndarray of shape (k,)
+    """
+    x = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), 0.5)
+    r = max(1.0, float(radius))
+    size = 2 * int(np.ceil(2 * r)) + 1
+    background = ndimage.uniform_filter(ndimage.minimum_filter(x, size=size, mode="nearest"),
+                                        size=size, mode="nearest")
+    n = int(np.ceil(r))
+    yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
+    disk = (yy**2 + xx**2 <= r * r).astype(np.float64)
+    total = ndimage.correlate(x - background, disk, mode="nearest")
+    rc = np.rint(positions).astype(np.intp)
+    rc[:, 0] = np.clip(rc[:, 0], 0, x.shape[0] - 1)
+    rc[:, 1] = np.clip(rc[:, 1], 0, x.shape[1] - 1)
+    return total[rc[:, 0], rc[:, 1]]
+
+
+def contrast_classes(image, coords, lighter, heavier, min_atoms=10):
+    """Correct the classes of atoms whose column intensity contradicts them.
+
+    The intensity of each column (:func:`column_intensities`, a disk of 0.3 times the median
+    nearest-neighbour distance) is compared with the host: the atoms of class ``lighter``,
+    whose log-intensities have a median ``m`` and a robust spread ``s`` (1.48 times the
+    median absolute deviation). Two components, host and brighter minority:
+
+    * a ``lighter`` atom at least :data:`CONTRAST_RATIO` times and ``4 s`` brighter than
+      ``m`` is of class ``heavier`` (a dopant or adatom the segmenter took for the host),
+      provided such atoms are a minority (at most :data:`MINORITY_FRACTION` of the lighter
+      atoms: a sublattice, N in hBN, keeps its class, the lattice tells what it is);
+    * a ``heavier`` atom within ``2 s`` of ``m`` and less than 1.2 times it is of class
+      ``lighter`` (a host atom taken for a dopant).
+
+    With fewer than ``min_atoms`` lighter atoms there is no host to compare with and the
+    classes are kept (e.g. SrTiO3 in HAADF, whose columns are all "heavy").
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width)
+        Raw intensities.
+    coords : ndarray of shape (k, 3)
+        Atoms: row, col (px) and class.
+    lighter, heavier : int
+        Class indices of the lighter and the heavier class.
+    min_atoms : int, default=10
+        Smallest number of lighter atoms for a host.
+
+    Returns
+    -------
+    coords : ndarray of shape (k, 3)
+        A copy with corrected classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rr, cc = np.mgrid[:60, :60]
+    >>> sites = [(r, c) for r in range(5, 60, 10) for c in range(5, 60, 10)]
+    >>> bright = {(25, 25), (45, 15)}                       # two dopants, 2.5x brighter
+    >>> image = sum((2.5 if s in bright else 1.0)
+    ...             * np.exp(-((rr - s[0])**2 + (cc - s[1])**2) / 8.0) for s in sites)
+    >>> coords = np.array([(r, c, 1) for r, c in sites], float)   # all taken for the host
+    >>> fixed = contrast_classes(image, coords, lighter=1, heavier=2)
+    >>> [tuple(map(int, a[:2])) for a in fixed if a[2] == 2]
+    [(25, 25), (45, 15)]
+    """
+    out = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 3)
+    light = out[:, 2] == lighter
+    if light.sum() < min_atoms or len(out) < 2:
+        return out
+    d, _ = cKDTree(out[:, :2]).query(out[:, :2], k=2)
+    intensity = column_intensities(image, out[:, :2], 0.3 * float(np.median(d[:, 1])))
+    positive = intensity > 0
+    if np.count_nonzero(positive & light) < min_atoms:
+        return out
+    v = np.log(np.maximum(intensity, intensity[positive].min()))
+    m = float(np.median(v[light]))
+    spread = 1.48 * float(np.median(np.abs(v[light] - m)))
+    brighter = light & (v - m >= max(np.log(CONTRAST_RATIO), 4 * spread))
+    if 0 < brighter.sum() <= MINORITY_FRACTION * light.sum():
+        out[brighter, 2] = heavier
+    host_like = (out[:, 2] == heavier) & ~brighter & (v - m < min(2 * spread, np.log(1.2)))
+    out[host_like, 2] = lighter
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # merging and edges
 # --------------------------------------------------------------------------------------------
 def _merge(pos, cls, conf, border, distance):
@@ -365,7 +479,7 @@ def _merge(pos, cls, conf, border, distance):
 
 
 def _find_peaks_checked(p, image, thresholds, method, min_distance, min_area, merge_distance,
-                        edge_margin, exclude_edges, refine, refine_radius):
+                        edge_margin, exclude_edges, refine, refine_radius, contrast=None):
     H, W = p.shape[1:]
     if method == "components":
         pos, cls, conf, border = _components(p, thresholds, min_area)
@@ -383,12 +497,14 @@ def _find_peaks_checked(p, image, thresholds, method, min_distance, min_area, me
         pos, cls, conf = pos[inside], cls[inside], conf[inside]
     order = np.lexsort((pos[:, 1], pos[:, 0])) if len(pos) else np.zeros(0, np.intp)
     coords = np.column_stack([pos, cls]).astype(np.float64)[order].reshape(-1, 3)
+    if contrast is not None and image is not None:
+        coords = contrast_classes(image, coords, *contrast)
     return coords, conf.astype(np.float64)[order]
 
 
 def find_peaks(P, image=None, *, method="components", threshold=0.5, min_distance=2,
                min_area=1, merge_distance=None, edge_margin=0, exclude_edges=False, refine=None,
-               refine_radius=3):
+               refine_radius=3, classes_from_contrast=None):
     """Find the atoms in one probability map and return their confidence.
 
     The function behind :class:`PeakFinder`, for a single map and without fitting. Parameters
@@ -401,7 +517,7 @@ def find_peaks(P, image=None, *, method="components", threshold=0.5, min_distanc
     image : ndarray of shape (height, width), default=None
         Raw intensities used by ``refine``; if None, refinement runs on ``1 - P[0]``.
     method, threshold, min_distance, min_area, merge_distance, edge_margin, exclude_edges, \
-refine, refine_radius
+refine, refine_radius, classes_from_contrast
         See :class:`PeakFinder`.
 
     Returns
@@ -428,15 +544,16 @@ refine, refine_radius
     array([0.9])
     """
     _check_params(method, threshold, min_distance, min_area, merge_distance, edge_margin,
-                  exclude_edges, refine, refine_radius)
+                  exclude_edges, refine, refine_radius, classes_from_contrast)
     p = check_probability_maps(np.asarray(P)[np.newaxis] if np.ndim(P) == 3 else P, name="P")[0]
     thresholds = _class_thresholds(threshold, p.shape[0])
     img = None
     if image is not None:
-        img = check_images_for_maps(np.asarray(image)[np.newaxis] if np.ndim(image) == 2 else image,
-                            [p])[0]
+        batch = np.asarray(image)[np.newaxis] if np.ndim(image) == 2 else image
+        img = check_images_for_maps(batch, [p])[0]
     return _find_peaks_checked(p, img, thresholds, method, min_distance, min_area,
-                               merge_distance, edge_margin, exclude_edges, refine, refine_radius)
+                               merge_distance, edge_margin, exclude_edges, refine, refine_radius,
+                               classes_from_contrast)
 
 
 class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -491,6 +608,12 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         unrefined position. About 10^4 atoms/s.
     refine_radius : int, default=3
         Half-size of the refinement window in pixels.
+    classes_from_contrast : tuple of int or None, default=None
+        ``(lighter, heavier)`` class indices: when raw images are given, correct the classes
+        of atoms whose column intensity contradicts them (:func:`contrast_classes`: a bright
+        minority among the lighter atoms becomes heavier, host-like heavier atoms lighter).
+        For the pretrained general model, ``(1, 2)`` ("light", "heavy"); its
+        :class:`~sklatom.finder.AtomFinder` sets this. None: the segmenter's classes.
     n_jobs : int or None, default=None
         Images processed in parallel with joblib (None = 1); results equal ``n_jobs=1``.
 
@@ -536,7 +659,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def __init__(self, method="components", threshold=0.5, min_distance=2, min_area=1,
                  merge_distance=None, edge_margin=0, exclude_edges=False, refine=None,
-                 refine_radius=3, n_jobs=None):
+                 refine_radius=3, classes_from_contrast=None, n_jobs=None):
         self.method = method
         self.threshold = threshold
         self.min_distance = min_distance
@@ -546,6 +669,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.exclude_edges = exclude_edges
         self.refine = refine
         self.refine_radius = refine_radius
+        self.classes_from_contrast = classes_from_contrast
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
@@ -558,7 +682,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def _check_all_params(self):
         _check_params(self.method, self.threshold, self.min_distance, self.min_area,
                       self.merge_distance, self.edge_margin, self.exclude_edges, self.refine,
-                      self.refine_radius)
+                      self.refine_radius, self.classes_from_contrast)
 
     def fit(self, P, y=None, images=None):
         """Check the parameters and the maps and remember the number of classes.
@@ -616,8 +740,13 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"{self.n_classes_} classes")
         imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
         thresholds = _class_thresholds(self.threshold, n_classes)
+        contrast = self.classes_from_contrast
+        if contrast is not None and max(contrast) >= n_classes:
+            raise ValueError(f"classes_from_contrast={contrast!r} names a class the maps do not "
+                             f"have ({n_classes} classes)")
         args = (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
-                self.edge_margin, self.exclude_edges, self.refine, self.refine_radius)
+                self.edge_margin, self.exclude_edges, self.refine, self.refine_radius,
+                None if contrast is None else tuple(int(c) for c in contrast))
         found = map_items(_find_peaks_checked, ((p, img) + args for p, img in zip(maps, imgs)),
                           self.n_jobs)
         coords = [c for c, _ in found]

@@ -203,7 +203,7 @@ def test_stack_uses_the_first_frame_or_frame_option(tmp_path, mos2, capsys):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--pixel-size", "5"], "--pixel-size must be between 0.05 and 0.3"),
+    (["--pixel-size", "5"], "--pixel-size=5.0 Å/px is outside the 0.05-0.5 Å/px"),
     (["--model", "no-such-model"], "neither a pretrained model"),
     (["--species", "C,Si,N", "--defects"], "--species names 3 classes"),
 ])
@@ -231,7 +231,8 @@ def test_file_pixel_size_out_of_model_range(tmp_path, mos2, capsys):
     assert main(["find-atoms", str(path), "--output", str(tmp_path / "o"),
                  "--model", MODEL]) == 1
     err = capsys.readouterr().err
-    assert "pixel size 1 Å/px (ImageJ metadata) is outside the range 0.05-0.3" in err
+    assert "the pixel size (ImageJ metadata)=1.0 Å/px is outside the 0.05-0.5 Å/px" in err
+    assert "record the image at a finer sampling" in err
 
 
 def test_usage_errors_exit_2(capsys):

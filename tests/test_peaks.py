@@ -355,3 +355,65 @@ def test_n_jobs_gives_the_same_atoms():
     parallel = PeakFinder(n_jobs=2).transform(P)
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# classes from column intensities
+# --------------------------------------------------------------------------------------------
+def _blob_lattice(amplitudes, spacing=10, size=80, sigma2=6.0, noise=0.0, seed=0):
+    """A square lattice of Gaussian columns with the given amplitude per site."""
+    from sklatom.peaks import contrast_classes  # noqa: F401  (the module under test)
+
+    rr, cc = np.mgrid[:size, :size]
+    sites = [(r, c) for r in range(5, size, spacing) for c in range(5, size, spacing)]
+    image = np.zeros((size, size))
+    for (r, c), a in zip(sites, amplitudes(len(sites))):
+        image += a * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / sigma2)
+    image += np.random.default_rng(seed).normal(0, noise, image.shape)
+    return image, np.array(sites, float)
+
+
+def test_a_bright_minority_taken_for_the_host_becomes_heavier():
+    from sklatom.peaks import contrast_classes
+
+    dopants = {3, 17, 40}
+    image, sites = _blob_lattice(lambda n: [2.0 if k in dopants else 1.0 for k in range(n)],
+                                 noise=0.03)
+    coords = np.column_stack([sites, np.ones(len(sites))])  # all "light"
+    coords[10, 2] = 2  # and one host atom taken for a dopant
+    fixed = contrast_classes(image, coords, lighter=1, heavier=2)
+    assert set(np.flatnonzero(fixed[:, 2] == 2)) == dopants
+    np.testing.assert_array_equal(fixed[:, :2], coords[:, :2])
+
+
+def test_a_sublattice_of_other_contrast_keeps_its_class():
+    from sklatom.peaks import contrast_classes
+
+    # every other site 1.9x brighter (N and B in hBN): both "light" by the lattice
+    image, sites = _blob_lattice(lambda n: [1.9 if k % 2 else 1.0 for k in range(n)])
+    coords = np.column_stack([sites, np.ones(len(sites))])
+    np.testing.assert_array_equal(contrast_classes(image, coords, 1, 2), coords)
+    # with no lighter atoms to compare with (SrTiO3: all heavy), nothing changes either
+    heavy = coords.copy()
+    heavy[:, 2] = 2
+    np.testing.assert_array_equal(contrast_classes(image, heavy, 1, 2), heavy)
+
+
+def test_peak_finder_uses_contrast_only_with_images_and_checks_the_classes():
+    rr, cc = np.mgrid[:60, :60]
+    sites = [(r, c) for r in range(5, 60, 10) for c in range(5, 60, 10)]
+    fg = sum(0.9 * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 8.0) for r, c in sites)
+    fg = np.clip(fg, 0, 0.95)
+    P = np.stack([1 - fg, fg, np.zeros_like(fg)])[np.newaxis]  # all class 1
+    image = fg.copy()
+    image += 1.5 * np.exp(-((rr - 25) ** 2 + (cc - 25) ** 2) / 8.0)  # one bright column
+    finder = PeakFinder(classes_from_contrast=(1, 2))
+    plain = finder.transform(P)[0]
+    assert set(plain[:, 2]) == {1.0}
+    with_images = finder.transform(P, images=image[np.newaxis])[0]
+    heavy = with_images[with_images[:, 2] == 2]
+    assert len(heavy) == 1 and np.allclose(heavy[0, :2], (25, 25), atol=0.5)
+    with pytest.raises(ValueError, match="classes_from_contrast"):
+        PeakFinder(classes_from_contrast=(1, 1)).transform(P)
+    with pytest.raises(ValueError, match="names a class the maps do not have"):
+        PeakFinder(classes_from_contrast=(1, 3)).transform(P)
