@@ -26,10 +26,13 @@ Naming scheme
 -------------
 A defect's name joins the parts that apply with ``"+"``:
 
-* dopants: the dopant columns and their non-dopant neighbours, e.g. ``"Si1C3"`` (a Si with
-  three C neighbours), ``"Si1C4"``, ``"Si2C6"`` (a Si pair). Column names that are not a
-  single element are put in parentheses: ``"W1(S2)3"`` (W on a Mo site of MoS2 seen along c),
-  ``"(SSe)1Mo3"``;
+* dopants: the dopant columns and the host atoms bonded to them, e.g. ``"Si1C3"`` (a Si with
+  three C neighbours), ``"Si1C4"``, ``"Si2C4"`` (a bonded Si pair): ``SinCm`` counts the n
+  dopants and the m distinct host atoms bonded to any of them, a host atom bonded to a dopant
+  when it lies within 15 % of the dopant-host bond length and within 25 % of the dopant's
+  nearest neighbour, at most the 4 nearest per dopant (bonds by distance, as a chemist counts
+  them). Column names that are not a single element are put in parentheses: ``"W1(S2)3"``
+  (W on a Mo site of MoS2 seen along c), ``"(SSe)1Mo3"``;
 * vacancies: ``"V<m>"`` with ``m`` the number of missing atoms estimated from the missing
   neighbours: ``M`` missing bonds around a compact hole of ``m`` atoms in a lattice of
   coordination ``z`` give ``m = (M - 2) / (z - 2)``. ``"V1"`` is a single vacancy in graphene,
@@ -83,6 +86,9 @@ _FALLBACK_BOND = 1.5  # Å, bond length when nothing is known about a species pa
 _WELL_SAMPLED = 50  # species pairs with this many samples take their own bond length
 _PSEUDO_COUNT = 10  # weight of the radius model for pairs with fewer samples
 _MAX_HOLE_FACTOR = 4  # faces up to this times the lattice ring size group their atoms
+_MAX_DOPANT_BONDS = 4  # a dopant is bonded to at most this many host atoms (Si in graphene: 3-4)
+_DOPANT_BOND_TOLERANCE = 0.15  # a dopant-host bond is at most this much longer than learned
+_NEAREST_FACTOR = 1.25  # ... and than the dopant's nearest neighbour
 
 
 # --------------------------------------------------------------------------------------------
@@ -916,7 +922,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         inter = [a for a in members if g.interstitial[a]]
         dop = [a for a in members if res["dopant"][a] and not g.interstitial[a]]
         if dop:
-            host_nb = {b for a in dop for b in nbrs[int(a)] if not res["dopant"][b]}
+            host_nb = self._dopant_bonds(g, res["dopant"], dop)
             parts.append(_formula(Counter(names[g.spc[a]] for a in dop))
                          + _formula(Counter(names[g.spc[b]] for b in host_nb)))
         # interstitials (atoms inside a ring: adatoms, or false detections)
@@ -981,6 +987,30 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                     G.add_edge(a, int(b))
         h = nx.weisfeiler_lehman_graph_hash(G, node_attr="label", iterations=3, digest_size=8)
         return name, h, G
+
+    def _dopant_bonds(self, g, dopant, dop):
+        """Host atoms bonded to the dopants ``dop``, by distance.
+
+        A host atom is bonded to a dopant when it lies within 15 % of the dopant-host bond
+        length and within 25 % of the dopant's nearest neighbour (so the second neighbours of a
+        distorted lattice stay out), at most the :data:`_MAX_DOPANT_BONDS` nearest per dopant.
+        """
+        out = set()
+        if g.tree is None:
+            return out
+        tol = float(self.bond_tolerance)
+        cut = self.bond_cutoffs_ / (1 + tol) * (1 + min(tol, _DOPANT_BOND_TOLERANCE))
+        for a in dop:
+            sa = g.spc[a]
+            near = np.asarray(g.tree.query_ball_point(g.pos[a], float(cut[sa].max())), int)
+            near = near[(near != a) & ~g.interstitial[near]]
+            d = np.linalg.norm(g.pos[near] - g.pos[a], axis=1)
+            if len(d) == 0:
+                continue
+            ok = (d <= cut[sa, g.spc[near]]) & (d <= _NEAREST_FACTOR * d.min()) & ~dopant[near]
+            order = np.argsort(d[ok], kind="stable")[:_MAX_DOPANT_BONDS]
+            out.update(int(b) for b in near[ok][order])
+        return out
 
     def _instances(self, i, coords):
         res = self._analyse(coords)

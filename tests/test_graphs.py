@@ -626,3 +626,30 @@ def test_plot_defect_graph(fitted):
 def test_docstring_examples():
     result = doctest.testmod(sklatom.graphs, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize("n_si", [1, 2, 3])
+def test_si_complexes_count_the_carbon_bonded_to_them(n_si):
+    """SinCm: n Si and the m C within bonding distance of any of them (at most 4 per Si), in
+    a lattice whose Si sit out of the plane (longer projected bonds stretched by 10 %)."""
+    cols, _ = sample("graphene", {}, 1)
+    c = cols.coordinates.copy()
+    tree = cKDTree(c[:, :2])
+    chain = [int(np.argmin(np.hypot(c[:, 0] - 200, c[:, 1] - 200)))]
+    while len(chain) < n_si:  # a chain of bonded Si
+        _, idx = tree.query(c[chain[-1], :2], k=4)
+        chain.append(int(next(i for i in idx[1:] if i not in chain)))
+    bonded = set()
+    for a in chain:
+        _, idx = tree.query(c[a, :2], k=4)
+        bonded.update(int(i) for i in idx[1:] if i not in chain)
+    # stretch each Si's bonds (a larger atom): neighbours move out by 10 %
+    for a in chain:
+        for b in bonded:
+            d = c[b, :2] - c[a, :2]
+            if np.hypot(*d) * PS < 1.6:
+                c[b, :2] = c[a, :2] + 1.1 * d
+    c[chain, 2] = 2
+    clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS, host_species=["C"]).fit([c])
+    names = list(clf.find_defects([c])["name"])
+    assert names == [f"Si{n_si}C{len(bonded)}"], (names, len(bonded))
