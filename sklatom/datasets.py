@@ -17,10 +17,10 @@ from sklearn.utils import Bunch, check_random_state
 
 from ._resample import resample_coordinates, resample_image, resampled_shape
 from ._validation import check_pixel_size
-from .groundtruth import column_visibility
+from .groundtruth import column_visibility, uncertain_sites
 from .scenes import SCENE_KINDS, make_scene
 from .simulation import AcquisitionModel, MultisliceSimulator
-from .structures import LATTICES, find_columns, lattice_classes, make_structure
+from .structures import LATTICES, find_columns, lattice_classes, make_structure, scan_region
 
 __all__ = ["make_lattice_images", "make_scene_images", "draw_label_mask", "IGNORE_LABEL",
            "LABEL_POLICIES"]
@@ -135,16 +135,34 @@ def _simulator_and_acquisition(simulator, acquisition, ps, rng):
 
 
 def _columns_with_states(atoms, shape, ps, settings, acq, class_of, policy):
-    """Visible and uncertain columns: (k, 4) row, col, class, uncertain flag; and names."""
+    """Visible and uncertain columns: (k, 4) row, col, class, uncertain flag; and names.
+
+    Empty sites of planted vacancies among uncertain columns are uncertain rows too (class
+    0, name and role "vacancy"): the image cannot show their emptiness either.
+    """
     pos, names, roles, members = find_columns(atoms, ps, shape)
     classes = np.array([class_of(atoms, name, m) for name, m in zip(names, members)], float)
     states = np.full(len(names), "visible", dtype=object)
     dark_field = settings["inner"] >= settings["alpha"]  # the signal model is annular DF
     if policy == "visible" and dark_field and len(names):
-        states = column_visibility(atoms, pos, members, settings, acq.dose, acq.blur).state
+        states = column_visibility(
+            atoms, pos, members, settings, acq.dose, acq.blur, dark_counts=acq.dark_counts,
+            pedestal=acq.pedestal, read_noise=acq.read_noise).state
     keep = states != "hidden"
     table = np.column_stack([pos, classes, states == "uncertain"])[keep].reshape(-1, 4)
-    return table, names[keep], roles[keep]
+    names, roles = names[keep], roles[keep]
+    y0, x0 = scan_region(atoms)[:2]
+    sites = np.array([((d["position"][0] - y0) / ps, (d["position"][1] - x0) / ps)
+                      for d in atoms.info.get("defects", ())
+                      if d["kind"] in ("vacancy", "divacancy")]).reshape(-1, 2)
+    if len(sites) and policy == "visible":
+        bond = 1.5 * 1.9 / ps  # 1.5 bond lengths of the lattices (1.4-1.9 Å), in px
+        doubt = uncertain_sites(sites, pos, states, bond)
+        extra = np.column_stack([sites[doubt], np.zeros(doubt.sum()), np.ones(doubt.sum())])
+        table = np.concatenate([table, extra])
+        names = np.concatenate([names, np.full(len(extra), "vacancy", dtype=object)])
+        roles = np.concatenate([roles, np.full(len(extra), "vacancy", dtype=object)])
+    return table, names, roles
 
 
 def _record_and_label(structures, shape, ps, sim, acq, class_of, policy, mask_radius,

@@ -5,22 +5,25 @@ from the structure and the recording (not from the noisy image, so the label doe
 on one noise draw):
 
 * **Signal against noise.** The column's own contribution to the image, with the probe and the
-  recording blur, is compared with the shot noise of everything recorded under it (the
+  recording blur, is compared with the noise of everything recorded under it (shot noise of
+  the specimen's signal and of the detector's dark counts and pedestal, read noise: the
   matched-filter signal-to-noise ratio of the column at the recorded dose) and with the
-  texture of the amorphous material around it (supports, contamination). A column that is
-  part of a periodic arrangement of similar columns (a crystal, a particle) is seen together
-  with them, so its ratio is raised by the square root of the number of similar columns
-  nearby (at most :data:`LATTICE_GAIN_CAP`).
+  texture of the amorphous material around it (supports, contamination). Each column on its
+  own: the lattice around a column does not make it visible, or a network would learn to put
+  atoms where a lattice "should" have them, vacancies included.
 * **Contrast against its neighbours.** A column much fainter than the bright columns around it
-  in the same crystal (O next to Sr and Ti in an HAADF image of SrTiO3) is not what a
+  (O next to Sr and Ti in an HAADF image of SrTiO3, a graphene layer under WS2) is not what a
   microscopist, or a detector at ordinary doses, shows, even when its noise-free signal is
-  finite. Columns are compared within their own part of the specimen
-  (``arrays["component"]``, see :mod:`sklatom.scenes`): a graphene lattice next to a heavy
-  adatom stays visible.
+  finite. The reference is the bright columns of the column's own part of the specimen and
+  those of crystals and particles around it (``arrays["component"]``, see
+  :mod:`sklatom.scenes`), not single adatoms: a graphene lattice next to a heavy adatom stays
+  visible.
 
 Each column is then ``"visible"`` (labelled an atom), ``"hidden"`` (background) or, between
 the two thresholds, ``"uncertain"`` (a "don't care" zone: the network is taught neither way and
-the scores ignore it). Columns closer together than the image can resolve are uncertain too.
+the scores ignore it). Columns closer together than the image can resolve are uncertain too,
+and so is an empty lattice site (a vacancy) among uncertain columns
+(:func:`uncertain_sites`).
 """
 
 from dataclasses import dataclass
@@ -33,19 +36,16 @@ from .simulation import (_cross_sections, _fine_grid, _incoherent_kernel, _simul
                          wavelength)
 from .structures import ROLES
 
-__all__ = ["ColumnVisibility", "column_visibility", "SNR_VISIBLE", "SNR_HIDDEN",
-           "CONTRAST_VISIBLE", "CONTRAST_HIDDEN"]
+__all__ = ["ColumnVisibility", "column_visibility", "uncertain_sites", "SNR_VISIBLE",
+           "SNR_HIDDEN", "CONTRAST_VISIBLE", "CONTRAST_HIDDEN"]
 
 #: Signal-to-noise ratio from which a column is visible, and below which it is hidden.
-SNR_VISIBLE, SNR_HIDDEN = 5.0, 3.0
+SNR_VISIBLE, SNR_HIDDEN = 4.0, 2.0
 #: Peak contrast relative to the bright columns nearby from which a column is visible, and
 #: below which it is hidden.
 CONTRAST_VISIBLE, CONTRAST_HIDDEN = 0.18, 0.12
-#: Radius in Å of the neighbourhood whose bright columns set the reference contrast, and in
-#: which similar columns are counted.
+#: Radius in Å of the neighbourhood whose bright columns set the reference contrast.
 NEIGHBOURHOOD = 5.0
-#: Largest number of similar columns whose signal adds up (the lattice gain is its root).
-LATTICE_GAIN_CAP = 12
 #: Radius in Å of the window over which the texture of amorphous material is measured.
 TEXTURE_WINDOW = 2.0
 
@@ -82,7 +82,8 @@ def _sample(image, positions):
     return ndimage.map_coordinates(image, positions.T, order=1, mode="nearest")
 
 
-def column_visibility(atoms, positions, members, settings, dose, blur=0.0):
+def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_counts=0.0,
+                      pedestal=0.0, read_noise=0.0):
     """Decide which columns an image of ``atoms`` shows.
 
     Parameters
@@ -101,6 +102,10 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0):
         count).
     blur : float, default=0.0
         Gaussian blur of the recording in Å (:class:`~sklatom.simulation.AcquisitionModel`).
+    dark_counts, pedestal, read_noise : float, default=0.0
+        The recording's detector noise (see :class:`~sklatom.simulation.AcquisitionModel`):
+        dark counts per pixel, a pedestal relative to the mean signal, both with shot noise,
+        and Gaussian read noise in counts.
 
     Returns
     -------
@@ -139,12 +144,17 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0):
 
     inv_snr2 = np.zeros(k)
     if dose is not None:  # matched-filter shot-noise SNR: sigma * sqrt(dose * K2 / I)
-        inv_snr2 += under / (dose * k2 * sigma_col**2)
+        # detector noise, in the units of the image (fraction of the probe): variance per
+        # pixel over the counts one pixel holds per unit fraction
+        per_fraction = dose * ps * ps
+        noise = (dark_counts + pedestal * float(total.mean()) * per_fraction
+                 + read_noise**2) / per_fraction
+        inv_snr2 += (under + noise) / (dose * k2 * sigma_col**2)
     with np.errstate(divide="ignore"):
         inv_snr2 += np.where(texture > 0, (texture / amplitude) ** 2, 0.0)
         snr = np.where(inv_snr2 > 0, 1 / np.sqrt(inv_snr2), np.inf)
 
-    # neighbourhood: bright reference columns and similar columns of a periodic arrangement
+    # contrast: against the bright columns of the same part and of crystals around it
     xy = positions * ps
     tree = cKDTree(xy)
     near = tree.query_ball_point(xy, NEIGHBOURHOOD)
@@ -155,13 +165,8 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0):
     contrast = np.empty(k)
     for j, idx in enumerate(near):
         idx = np.asarray(idx)
-        a = amplitude[idx[part[idx] == part[j]]]
-        contrast[j] = amplitude[j] / np.quantile(a, 0.9)
-        a = amplitude[idx]
-        if periodic[j]:
-            similar = np.count_nonzero((a > amplitude[j] / 1.5) & (a < amplitude[j] * 1.5)
-                                       & periodic[idx])
-            snr[j] *= np.sqrt(min(similar, LATTICE_GAIN_CAP))
+        reference = amplitude[idx[(part[idx] == part[j]) | periodic[idx]]]
+        contrast[j] = amplitude[j] / np.quantile(reference, 0.9)
 
     state = np.full(k, "visible", dtype=object)
     uncertain = (snr < SNR_VISIBLE) | (contrast < CONTRAST_VISIBLE)
@@ -176,3 +181,32 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0):
         both = pairs[(state[pairs[:, 0]] != "hidden") & (state[pairs[:, 1]] != "hidden")]
         state[both.ravel()] = "uncertain"
     return ColumnVisibility(state=state, snr=snr, contrast=contrast, amplitude=amplitude)
+
+
+def uncertain_sites(sites, positions, state, radius):
+    """Empty sites (e.g. planted vacancies) whose neighbouring columns are mostly uncertain.
+
+    Where the image cannot show the atoms around an empty site, it cannot show their absence
+    either: such a site is "don't care" like its neighbours, not background.
+
+    Parameters
+    ----------
+    sites : ndarray of shape (m, 2)
+        Empty sites (row, col) in px.
+    positions : ndarray of shape (k, 2)
+        Column positions (row, col) in px.
+    state : ndarray of shape (k,), dtype object
+        Their states (:func:`column_visibility`).
+    radius : float
+        Neighbourhood radius in px (about a bond length and a half).
+
+    Returns
+    -------
+    uncertain : ndarray of shape (m,), bool
+    """
+    sites = np.asarray(sites, dtype=float).reshape(-1, 2)
+    if len(sites) == 0 or len(positions) == 0:
+        return np.zeros(len(sites), bool)
+    near = cKDTree(positions).query_ball_point(sites, radius)
+    unsure = np.asarray(state) == "uncertain"
+    return np.array([len(idx) > 0 and unsure[idx].mean() >= 0.5 for idx in near])

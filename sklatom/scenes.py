@@ -491,9 +491,9 @@ def _support(builder, rng, kind, thickness=None, holes=0.0):
         _lattice_part(builder, kind, rng)
         return builder.top()
     composition = kind
-    t = thickness if thickness is not None else float(np.exp(rng.uniform(np.log(5), np.log(150))))
+    t = thickness if thickness is not None else float(np.exp(rng.uniform(np.log(5), np.log(500))))
     pos, sym = amorphous_slab(composition, builder.box, t,
-                              thickness_variation=rng.uniform(0.1, 0.5),
+                              thickness_variation=rng.uniform(0.1, 0.8),
                               variation_length=rng.uniform(10, 60), holes=holes,
                               random_state=rng)
     builder.add(pos, sym, "amorphous", heavy=np.zeros(len(pos), bool))

@@ -644,6 +644,10 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Mean counts per pixel the detector records without any signal (dark current,
         stray electrons), Poisson distributed like the signal; ignored when ``dose`` is
         None. Vacuum at ``dark_counts=λ`` is flat Poisson noise of mean λ.
+    pedestal : float, default=0.0
+        A uniform offset with shot noise, as a multiple of the image's mean signal counts
+        (a high detector dark level, diffuse scattering from a thick specimen): the columns
+        then stand on a bright, noisy floor. Ignored when ``dose`` is None.
     blur : float, default=0.0
         Standard deviation in Å of a Gaussian blur (finite source size, defocus spread).
     scan_jitter : float, default=0.0
@@ -700,6 +704,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         pixel_size=0.1,
         read_noise=0.0,
         dark_counts=0.0,
+        pedestal=0.0,
         blur=0.0,
         scan_jitter=0.0,
         drift=(0.0, 0.0),
@@ -720,6 +725,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.pixel_size = pixel_size
         self.read_noise = read_noise
         self.dark_counts = dark_counts
+        self.pedestal = pedestal
         self.blur = blur
         self.scan_jitter = scan_jitter
         self.drift = drift
@@ -753,7 +759,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         ps = check_pixel_size(self.pixel_size, "pixel_size", low=0.005, high=5.0)
         if self.dose is not None:
             _check_number(self.dose, "dose", 1e-3, 1e12, "e/Å²")
-        for name in ("read_noise", "dark_counts", "blur", "scan_jitter", "background",
+        for name in ("read_noise", "dark_counts", "pedestal", "blur", "scan_jitter",
+                     "background",
                      "background_texture",
                      "scan_noise", "flyback"):
             _check_number(getattr(self, name), name, 0.0, 1e6, "(non-negative)")
@@ -843,7 +850,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             image = image + np.clip(self.background_texture * field * image.mean(),
                                     -image, None)
         if self.dose is not None:
-            expected = np.clip(image, 0, None) * self.dose * ps * ps + self.dark_counts
+            expected = np.clip(image, 0, None) * self.dose * ps * ps
+            expected += self.dark_counts + self.pedestal * float(expected.mean())
             image = rng.poisson(expected).astype(np.float64)
         if self.scan_noise:
             image = image * np.clip(1 + rng.normal(0, self.scan_noise, (image.shape[0], 1)),

@@ -125,7 +125,7 @@ def test_label_policy_leaves_out_the_columns_haadf_does_not_show():
 def test_uncertain_columns_are_dont_care_in_the_masks():
     from sklatom.datasets import IGNORE_LABEL
 
-    acq = AcquisitionModel(dose=1e4, blur=0.15)  # graphene at the limit of visibility
+    acq = AcquisitionModel(dose=5e4, blur=0.15)  # graphene at the limit of visibility
     _, y, coords, info = make_lattice_images(1, "graphene", shape=(96, 96), defects=None,
                                              acquisition=acq, return_info=True, random_state=0)
     assert len(info.uncertain[0]) > 3 * len(coords[0]) and len(info.uncertain[0]) > 20
@@ -190,3 +190,16 @@ def test_bad_scene_requests():
         make_scene_images(1, "vacuum", shape=(32, 32), label_policy="some")
     with pytest.raises(ValueError, match="labels"):
         make_scene_images(1, "vacuum", shape=(32, 32), labels=None)
+
+
+def test_vacancies_among_uncertain_columns_are_uncertain_too():
+    kwargs = dict(shape=(128, 128), defects={"vacancy": 2}, return_info=True, random_state=3)
+    _, y_hi, _, hi = make_lattice_images(1, "graphene", **kwargs)
+    _, y_lo, _, lo = make_lattice_images(1, "graphene", acquisition=AcquisitionModel(
+        dose=5e4, blur=0.15), **kwargs)
+    # at a good dose the empty sites are background (not listed); at the limit, don't care
+    assert len(hi.uncertain[0]) == 0
+    sites = lo.uncertain[0][lo.uncertain[0][:, 2] == 0]
+    assert len(sites) == 2
+    r, c = np.round(sites[:, :2]).astype(int).T
+    assert np.all(y_lo[0][r, c] == -1) and np.all(y_hi[0][r, c] == 0)
