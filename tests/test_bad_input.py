@@ -1,0 +1,101 @@
+"""Bad input, estimator by estimator: every case gives an error or a warning, never a silent
+wrong answer (issue 18).
+
+Like scikit-learn's ``check_estimator``, but for image input: one section per estimator, one
+test per kind of bad input, each asserting what the message says (the argument, what was given,
+what is expected). Meant to grow: every new case of bad input found in the wild gets its test
+here.
+"""
+
+import numpy as np
+import pytest
+
+from sklatom import ContourDescriptor, FCNSegmenter, PeakFinder
+
+
+def blob_maps(shape=(32, 32), centre=(16.0, 16.0), sigma=2.5):
+    """Probability maps (1, 2, H, W) of one atom of class 1: a Gaussian blob."""
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    fg = 0.95 * np.exp(-((rr - centre[0]) ** 2 + (cc - centre[1]) ** 2) / (2 * sigma**2))
+    return np.stack([1 - fg, fg])[np.newaxis]
+
+
+# --------------------------------------------------------------------------------------------
+# probability maps: PeakFinder, ContourDescriptor
+# --------------------------------------------------------------------------------------------
+MAP_ESTIMATORS = [PeakFinder, ContourDescriptor]
+
+
+@pytest.mark.parametrize("Estimator", MAP_ESTIMATORS)
+@pytest.mark.parametrize("background, atom", [(2.0, -1.0), (-1.0, 2.0)])
+def test_maps_outside_0_1_that_sum_to_1_are_refused(Estimator, background, atom):
+    # values that sum to 1 but are not probabilities (logits, differences of maps) gave an
+    # empty or one-atom result
+    P = np.empty((1, 2, 32, 32))
+    P[0, 0], P[0, 1] = background, atom
+    with pytest.raises(ValueError, match=r"P\[0\] holds values between -1 and 2 \(in class"
+                                         r"\(es\) \[0, 1\]\).*must lie in \[0, 1\].*softmax"):
+        Estimator().fit_transform(P)
+
+
+@pytest.mark.parametrize("Estimator", MAP_ESTIMATORS)
+def test_maps_within_the_tolerance_of_0_1_are_accepted(Estimator):
+    P = blob_maps()
+    P[0, 1, 0, 0] += 5e-4  # float32 softmax rounding
+    P[0, 0, 0, 0] -= 5e-4
+    P[0, 1, 0, 1], P[0, 0, 0, 1] = -5e-4, 1 + 5e-4
+    Estimator().fit_transform(P)
+
+
+@pytest.mark.parametrize("Estimator", MAP_ESTIMATORS)
+@pytest.mark.parametrize("X, what", [
+    (np.zeros((64, 64)), r"P has shape \(64, 64\): it looks like a single image"),
+    (np.zeros((64, 64, 64)), r"P has shape \(64, 64, 64\): it looks like a stack of 64 images"),
+    (np.random.default_rng(0).random((3, 32, 32)), "it looks like a stack of 3 images"),
+    ([np.zeros((32, 32))], r"P\[0\] has shape \(32, 32\): it looks like a single image"),
+])
+def test_raw_images_are_told_that_maps_from_a_segmenter_are_expected(Estimator, X, what):
+    with pytest.raises(ValueError, match=what + r", not probability maps\. P must have 4 "
+                       r"dimensions \(n_images, n_classes, height, width\): the softmax "
+                       r"probabilities of a segmenter"):
+        Estimator().fit(X)
+
+
+@pytest.mark.parametrize("Estimator", MAP_ESTIMATORS)
+def test_the_maps_of_one_image_are_still_told_to_add_an_axis(Estimator):
+    with pytest.raises(ValueError, match=r"single item.*Use P\[np.newaxis\]"):
+        Estimator().fit(blob_maps()[0])
+
+
+@pytest.mark.parametrize("Estimator", MAP_ESTIMATORS)
+def test_ragged_nested_maps_name_the_problem(Estimator):
+    ragged = [[[[0.5, 0.5], [0.5]], [[0.5, 0.5], [0.5]]]]  # one map whose rows differ
+    with pytest.raises(ValueError, match=r"P\[0\] is a ragged nested list: its rows or images "
+                                         r"differ in shape.*list of 3-D arrays of shape "
+                                         r"\(n_classes, height, width\), one per image"):
+        Estimator().fit(ragged)
+
+
+# --------------------------------------------------------------------------------------------
+# images: FCNSegmenter (the checks are shared by every estimator that takes images)
+# --------------------------------------------------------------------------------------------
+def test_ragged_nested_images_name_the_problem():
+    X = [[[0.0, 1.0, 2.0], [3.0, 4.0]]]
+    with pytest.raises(ValueError, match=r"X\[0\] is a ragged nested list: its rows or images "
+                                         r"differ in shape.*list of 2-D arrays of shape "
+                                         r"\(height, width\), one per image"):
+        FCNSegmenter().fit(X, [np.zeros((2, 3), int)])
+
+
+@pytest.mark.parametrize("X", [np.full((1, 16, 16), 1e39), [np.full((16, 16), -1e39)]])
+def test_finite_values_that_overflow_float32_are_not_called_nan(X):
+    with pytest.raises(ValueError, match=r"X\[0\] holds finite values up to 1e\+39 that "
+                                         r"overflow float32 \(largest 3.4e\+38\).*rescale"):
+        FCNSegmenter().fit(X, np.zeros((1, 16, 16), int))
+
+
+def test_nan_is_still_called_nan():
+    X = np.zeros((1, 16, 16))
+    X[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"X\[0\] contains NaN or infinite values"):
+        FCNSegmenter().fit(X, np.zeros((1, 16, 16), int))
