@@ -174,8 +174,19 @@ def _finish_image(image, path):
         raise ValueError(f"{path}: expected a 2-D image; got shape {image.shape}")
     if image.size == 0 or min(image.shape) == 0:
         raise ValueError(f"{path} holds an empty image (shape {image.shape})")
-    image = image.astype(np.float32)
+    source = image
+    with np.errstate(over="ignore"):
+        image = image.astype(np.float32)
     finite = np.isfinite(image)
+    if not finite.all() and source.dtype.kind == "f":
+        overflow = ~finite & np.isfinite(source)
+        if overflow.any():
+            big = float(np.abs(source[overflow]).max())
+            raise ValueError(
+                f"{path}: {int(overflow.sum())} of {image.size} pixels hold finite values (up "
+                f"to {big:.3g}) beyond the float32 range (largest "
+                f"{float(np.finfo(np.float32).max):.3g}) images are read into; rescale the "
+                "data (e.g. divide by its maximum) and save it again")
     if not finite.any():
         raise ValueError(f"{path}: every pixel of the image is NaN or infinite")
     if not finite.all():

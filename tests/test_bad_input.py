@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sklatom import ContourDescriptor, FCNSegmenter, PeakFinder
+from sklatom.io import read_image
 
 
 def blob_maps(shape=(32, 32), centre=(16.0, 16.0), sigma=2.5):
@@ -99,3 +100,16 @@ def test_nan_is_still_called_nan():
     X[0, 3, 3] = np.nan
     with pytest.raises(ValueError, match=r"X\[0\] contains NaN or infinite values"):
         FCNSegmenter().fit(X, np.zeros((1, 16, 16), int))
+
+
+# --------------------------------------------------------------------------------------------
+# files: read_image and the command line
+# --------------------------------------------------------------------------------------------
+def test_a_file_with_values_beyond_float32_is_refused_not_filled(tmp_path):
+    # the cast made them inf, which were "NaN or infinite" pixels set to the median
+    image = np.random.default_rng(0).random((16, 16))
+    image[2, 2] = 1e39
+    np.save(tmp_path / "big.npy", image)
+    with pytest.raises(ValueError, match=r"big.npy: 1 of 256 pixels hold finite values \(up "
+                                         r"to 1e\+39\) beyond the float32 range.*rescale"):
+        read_image(tmp_path / "big.npy")
