@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from sklatom import ContourDescriptor, FCNSegmenter, PeakFinder
+from sklatom.cli import main
+from sklatom.datasets import make_lattice_images
 from sklatom.io import read_image
+from sklatom._validation import SklatomWarning
 
 
 def blob_maps(shape=(32, 32), centre=(16.0, 16.0), sigma=2.5):
@@ -113,3 +116,17 @@ def test_a_file_with_values_beyond_float32_is_refused_not_filled(tmp_path):
     with pytest.raises(ValueError, match=r"big.npy: 1 of 256 pixels hold finite values \(up "
                                          r"to 1e\+39\) beyond the float32 range.*rescale"):
         read_image(tmp_path / "big.npy")
+
+
+def test_the_cli_names_its_frame_option(tmp_path, capsys):
+    X, _, _ = make_lattice_images(2, "graphene", shape=(64, 64), pixel_size=0.1,
+                                  random_state=0)
+    np.save(tmp_path / "stack.npy", X)
+    with pytest.warns(SklatomWarning, match=r"holds 2 frames.*with frame=\.\.\."):
+        read_image(tmp_path / "stack.npy")
+    code = main(["find-atoms", str(tmp_path / "stack.npy"), "--output", str(tmp_path / "out"),
+                 "--pixel-size", "0.1", "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "holds 2 frames" in err and "Choose another with --frame N (N in 0..1)" in err
+    assert "frame=" not in err
