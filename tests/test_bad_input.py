@@ -14,6 +14,8 @@ from sklatom import ContourDescriptor, FCNSegmenter, PeakFinder
 from sklatom.cli import main
 from sklatom.datasets import make_lattice_images
 from sklatom.io import read_image
+from sklatom.simulation import MultisliceSimulator
+from sklatom.structures import make_structure
 from sklatom._validation import SklatomWarning
 
 
@@ -130,3 +132,33 @@ def test_the_cli_names_its_frame_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds 2 frames" in err and "Choose another with --frame N (N in 0..1)" in err
     assert "frame=" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# structures: MultisliceSimulator
+# --------------------------------------------------------------------------------------------
+def small_graphene():
+    return make_structure("graphene", (5.0, 5.0), defects=None, random_state=0)
+
+
+def test_a_nan_atom_position_is_refused():
+    # a comparison with NaN is False: the atom passed the outside-the-cell check and the
+    # simulation gave a normal-looking image
+    atoms = small_graphene()
+    atoms.positions[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1\] has 1 atom\(s\) with NaN or infinite "
+                                         r"positions \(first: atom 3, atomic number 6, at "
+                                         r"\[.*nan.*\] Å\); positions must be finite"):
+        MultisliceSimulator(progress=False).transform([small_graphene(), atoms])
+
+
+@pytest.mark.parametrize("z", [0, 119])
+def test_an_atomic_number_outside_1_118_is_refused_up_front(z):
+    # Z = 0 failed inside abTEM after seconds ("... does not exist for element X")
+    atoms = small_graphene()
+    atoms.numbers[5] = z
+    with pytest.raises(ValueError, match=rf"X\[0\] has 1 atom\(s\) with an atomic number "
+                                         rf"outside 1\.\.118 \(first: atom 5, atomic number "
+                                         rf"{z}, at \[.*\] Å\); expected elements H \(1\) to "
+                                         rf"Og \(118\)"):
+        MultisliceSimulator(progress=False).transform([atoms])
