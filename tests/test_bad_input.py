@@ -107,6 +107,61 @@ def test_nan_is_still_called_nan():
         FCNSegmenter().fit(X, np.zeros((1, 16, 16), int))
 
 
+TINY = dict(module__depth=2, module__base_filters=8, patch_size=32, patches_per_epoch=8,
+            batch_size=8, max_epochs=1, validation_fraction=None, verbose=0, random_state=0)
+
+
+def blob_image_and_mask(size=32):
+    rr, cc = np.mgrid[:size, :size]
+    d2 = (rr - size / 2) ** 2 + (cc - size / 2) ** 2
+    return np.exp(-d2 / 8.0)[np.newaxis], (d2 <= 9).astype(np.int64)[np.newaxis]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("stray", r"y holds labels 1, 1000 \(largest 1000, in y\[0\], 1 px\): with classes=None "
+              r"every label value 0\.\.1000 is a class, and 998 of the values 1\.\.1000 never "
+              r"occur, so the model would have 1001 classes\. Pass classes="),
+    ("relabelled", r"y holds labels 3 \(largest 3, in y\[0\], 29 px\).* 2 of the values "
+                   r"1\.\.3 never occur, so the model would have 4 classes"),
+])
+def test_labels_that_skip_most_values_need_classes(case, message):
+    # one stray label 1000 trained a 1001-class model
+    X, y = blob_image_and_mask()
+    if case == "stray":
+        y[0, 0, 0] = 1000
+    else:
+        y[y == 1] = 3
+    with pytest.raises(ValueError, match=message + r".*or fix the masks"):
+        FCNSegmenter(**TINY).fit(X, y)
+
+
+def test_more_than_255_labels_need_classes():
+    X, _ = blob_image_and_mask()
+    y = np.arange(32 * 32).reshape(1, 32, 32) % 301  # every label 0..300 occurs
+    with pytest.raises(ValueError, match=r"largest 300.*0 of the values 1\.\.300 never "
+                                         r"occur, so the model would have 301 classes"):
+        FCNSegmenter(**TINY).fit(X, y)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_labels_that_skip_a_few_values_still_train():
+    X, y = blob_image_and_mask()
+    y[y == 1] = 2  # label 1 absent: half of 1..2
+    seg = FCNSegmenter(**TINY).fit(X, y)
+    assert seg.classes_ == ["background", "class_1", "class_2"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("labels", ["zeros", "zeros_and_ignored"])
+def test_masks_without_foreground_warn(labels):
+    X, y = blob_image_and_mask()
+    y = np.zeros_like(y) if labels == "zeros" else -y  # the atom becomes don't care
+    with pytest.warns(SklatomWarning, match=r"y holds no foreground: every label is 0 "
+                                            r"\(background\) or -1 \(ignored\), so the model "
+                                            r"will learn to find nothing"):
+        FCNSegmenter(**TINY).fit(X, y)
+
+
 # --------------------------------------------------------------------------------------------
 # files: read_image and the command line
 # --------------------------------------------------------------------------------------------
