@@ -12,10 +12,11 @@ import pytest
 
 from sklatom import ContourDescriptor, FCNSegmenter, PeakFinder
 from sklatom.cli import main
+from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier
 from sklatom.datasets import make_lattice_images
 from sklatom.io import read_image
 from sklatom.simulation import MultisliceSimulator
-from sklatom.structures import make_structure
+from sklatom.structures import make_structure, project_columns
 from sklatom._validation import SklatomWarning
 
 
@@ -187,6 +188,122 @@ def test_the_cli_names_its_frame_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds 2 frames" in err and "Choose another with --frame N (N in 0..1)" in err
     assert "frame=" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# atom coordinates: GraphDefectClassifier
+# --------------------------------------------------------------------------------------------
+PS = 0.1  # Å/px
+
+
+@pytest.fixture(scope="module")
+def graphene():
+    """Columns of a 30 Å graphene sheet with one vacancy, at PS Å/px (300 x 300 px)."""
+    atoms = make_structure("graphene", (30.0, 30.0), defects={"vacancy": 1}, strain=(0, 0, 0),
+                           random_state=0)
+    return project_columns(atoms, PS)
+
+
+def test_a_doubled_coordinate_list_learns_the_lattice_not_zero_bonds(graphene):
+    # fitting on a doubled list learned a C-C bond of 0.0 Å and called everything lattice
+    c = graphene.coordinates
+    doubled = np.vstack([c, c])
+    with pytest.warns(SklatomWarning, match=rf"X holds coincident atoms, closer than 0\.2 Å to "
+                                            rf"another.*X\[0\]: {2 * len(c)} atoms in {len(c)} "
+                                            rf"group\(s\) at \(row, col\) \(.*the {len(c)} "
+                                            rf"other\(s\) are left out of learning and of the "
+                                            rf"graph \(not counted as interstitials\)"):
+        clf = GraphDefectClassifier(species=graphene.classes, pixel_size=PS).fit([doubled])
+    assert clf.bond_lengths_[("C", "C")] == pytest.approx(1.42, abs=0.02)
+    assert clf.coordination_["C"] == 3
+    with pytest.warns(SklatomWarning, match="coincident"):
+        labels = clf.predict([doubled])[0]
+    assert sorted(set(labels)) == ["V1", "lattice"]
+    assert list(labels[:len(c)]) == list(labels[len(c):])  # a copy takes its atom's label
+
+
+def test_duplicated_atoms_are_not_interstitials(graphene):
+    c = graphene.coordinates
+    clf = GraphDefectClassifier(species=graphene.classes, pixel_size=PS).fit([c])
+    mid = np.argmin(np.hypot(c[:, 0] - 150, c[:, 1] - 150))
+    X = [np.vstack([c, c[mid] + [0.5, 0.5, 0.0]])]  # 0.07 Å from an atom
+    with pytest.warns(SklatomWarning, match=rf"X\[0\]: 2 atoms in 1 group\(s\) at \(row, "
+                                            rf"col\) \({c[mid, 0]:.1f}, {c[mid, 1]:.1f}\) px"):
+        labels = clf.predict(X)[0]
+    assert labels[-1] == labels[mid] == "lattice"
+    with pytest.warns(SklatomWarning, match="coincident"):
+        found = clf.find_defects(X)
+    assert list(found["name"]) == ["V1"]
+    with pytest.warns(SklatomWarning, match="coincident"):
+        features = clf.transform(X)
+    np.testing.assert_array_equal(features[-1], features[mid])
+    assert features[-1, FEATURE_NAMES.index("interstitial")] == 0
+    with pytest.warns(SklatomWarning, match="coincident"):
+        (bonds,) = clf.bonds(X)
+    assert len(c) not in bonds and np.sum(bonds == mid) == 3
+
+
+def test_many_atoms_at_one_point_are_one_atom():
+    # 30 atoms at one point learned coordination 29
+    X = [np.tile([[10.0, 10.0, 1.0]], (30, 1))]
+    with pytest.warns(SklatomWarning) as record:
+        clf = GraphDefectClassifier(species=["C"], pixel_size=PS).fit(X)
+    messages = " ".join(str(w.message) for w in record)
+    assert "X[0]: 30 atoms in 1 group(s) at (row, col) (10.0, 10.0) px" in messages
+    assert "the 29 other(s) are left out" in messages
+    assert clf.coordination_.get("C", 0) != 29 and clf.learned_pairs_ == []
+
+
+@pytest.mark.parametrize("wrong, learned", [(1.0, "14.2"), (0.02, "0.284")])
+def test_a_wrong_pixel_size_warns_with_the_learned_and_expected_bond(graphene, wrong, learned):
+    # pixel_size=1.0 on 0.1 Å/px coordinates learned a C-C bond of 14.2 Å without a word
+    with pytest.warns(SklatomWarning, match=rf"fit learned bond lengths that no bond of these "
+                                            rf"species has, at pixel_size={wrong:g} Å/px: C-C "
+                                            rf"{learned} Å \(plausible 0\.76-1\.98 Å\) \(the "
+                                            rf"sum of the covalent radii times 0\.5-1\.3\)\. "
+                                            rf"The pixel size is probably wrong: about 0\.1"):
+        GraphDefectClassifier(species=graphene.classes, pixel_size=wrong).fit(
+            [graphene.coordinates])
+
+
+@pytest.mark.parametrize("lattice", ["graphene", "hBN", "MoS2", "SrTiO3-001"])
+def test_right_pixel_sizes_and_generic_species_do_not_warn(lattice):
+    import warnings
+
+    cols = project_columns(make_structure(lattice, (20.0, 20.0), random_state=1), PS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SklatomWarning)
+        GraphDefectClassifier(species=cols.classes, pixel_size=PS).fit([cols.coordinates])
+        # without species names there is no covalent radius to compare with
+        GraphDefectClassifier(pixel_size=1.0).fit([cols.coordinates])
+
+
+@pytest.mark.parametrize("atom, ranges", [
+    ([-500.0, 10.0, 1.0], r"rows -500\.\.12\d\S* and cols \S+\.\.12\d\S*"),
+    ([10.0, 1e6, 1.0], r"rows \S+\.\.12\d\S* and cols \S+\.\.1e\+06"),
+])
+def test_atoms_outside_image_shape_are_an_error(graphene, atom, ranges):
+    # they were accepted and produced vacancies
+    c = graphene.coordinates
+    c = c[(c[:, 0] < 127) & (c[:, 1] < 127)]
+    X = [np.vstack([c, atom])]
+    clf = GraphDefectClassifier(species=graphene.classes, pixel_size=PS, image_shape=(128, 128))
+    with pytest.raises(ValueError, match=rf"X\[0\] has 1 of {len(c) + 1} atoms outside "
+                                         rf"image_shape=\(128, 128\): {ranges} px, expected "
+                                         rf"rows -0\.5\.\.127\.5 and cols -0\.5\.\.127\.5 px "
+                                         rf"\(within 1 px\)"):
+        clf.fit(X)
+    clf.fit([c])
+    with pytest.raises(ValueError, match="outside image_shape"):
+        clf.predict(X)
+
+
+def test_atoms_within_a_pixel_of_the_border_are_accepted(graphene):
+    c = graphene.coordinates
+    c = c[(c[:, 0] < 127) & (c[:, 1] < 127)]
+    X = [np.vstack([c, [[-1.4, 5.0, 1.0], [128.4, 127.0, 1.0]]])]
+    clf = GraphDefectClassifier(species=graphene.classes, pixel_size=PS, image_shape=(128, 128))
+    assert len(clf.fit(X).predict(X)[0]) == len(c) + 2
 
 
 # --------------------------------------------------------------------------------------------
