@@ -16,17 +16,70 @@ __all__ = ["check_image_batch", "check_pixel_size", "check_probability_maps",
            "SklatomWarning"]
 
 
+#: Tolerance on the sum over classes of a probability map, and on its values outside [0, 1].
+MAP_SUM_TOLERANCE = 1e-3
+#: More classes than this on the class axis of one map: it is a stack of images, not maps.
+MAX_CLASSES = 16
+
+
 class SklatomWarning(UserWarning):
     """Base class of the warnings sklatom raises for recoverable oddities in the input."""
 
 
-def _as_float_array(a, name, dtype):
-    arr = np.asarray(a)
+def _as_array(a, name, ndim):
+    """``np.asarray(a)`` with numpy's error for ragged nested lists said in our words."""
+    try:
+        return np.asarray(a)
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc):
+            raise
+        shape = "(n_classes, height, width)" if ndim == 3 else "(height, width)"
+        raise ValueError(
+            f"{name} is a ragged nested list: its rows or images differ in shape, so it is not "
+            f"an array. Pass a list of {ndim}-D arrays of shape {shape}, one per image (the "
+            f"images may differ in shape from each other)") from None
+
+
+def _as_float_array(arr, name, dtype):
     if arr.dtype == object:
         raise TypeError(f"{name} must hold numbers; got an array of Python objects")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # overflow is reported by _check_finite
+        return arr.astype(dtype, copy=False)
+
+
+def _check_finite(x, source, name):
+    """Raise if ``x`` holds NaN/inf; say so when they come from casting finite ``source``."""
+    if np.all(np.isfinite(x)):
+        return
+    source = np.asarray(source)
+    if source.dtype.kind == "f" and np.all(np.isfinite(source)):
+        big = float(np.abs(source).max())
+        raise ValueError(
+            f"{name} holds finite values up to {big:.3g} that overflow {x.dtype} (largest "
+            f"{float(np.finfo(x.dtype).max):.3g}), the precision the estimators compute in; "
+            f"rescale the data (e.g. divide by its maximum)")
+    raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _could_be_maps(p):
+    """Whether a 3-D array could be the probability maps ``(n_classes, H, W)`` of one image:
+    few classes summing to 1 over axis 0 (or NaN, which is reported later)."""
+    if p.shape[0] > MAX_CLASSES:
+        return False
+    s = p.sum(axis=0, dtype=np.float64)
+    return bool(not np.all(np.isfinite(s)) or np.all(np.abs(s - 1) <= MAP_SUM_TOLERANCE))
+
+
+def _not_maps(shape, name, where=None):
+    """The message for an array that is not probability maps (a raw image or stack of them)."""
+    what = "a single image" if len(shape) == 2 else f"a stack of {shape[0]} images"
+    return (
+        f"{where or name} has shape {shape}: it looks like {what}, not probability maps. "
+        f"{name} must have 4 dimensions (n_images, n_classes, height, width): the softmax "
+        f"probabilities of a segmenter such as FCNSegmenter.transform(images), class 0 = "
+        f"background")
 
 
 def check_image_batch(X, name="X", ndim=2, dtype=np.float32, allow_nan=False, min_size=1):
@@ -56,7 +109,10 @@ def check_image_batch(X, name="X", ndim=2, dtype=np.float32, allow_nan=False, mi
     if X is None:
         raise ValueError(f"{name} is None; expected a batch of images")
     if isinstance(X, np.ndarray) or not isinstance(X, (list, tuple)):
-        arr = _as_float_array(X, name, dtype)
+        src = _as_array(X, name, ndim)
+        arr = _as_float_array(src, name, dtype)
+        if ndim == 3 and (arr.ndim == 2 or (arr.ndim == 3 and not _could_be_maps(arr))):
+            raise ValueError(_not_maps(arr.shape, name))
         if arr.ndim == ndim:
             raise ValueError(
                 f"{name} has shape {arr.shape}: a single item; estimators take a batch of shape "
@@ -68,10 +124,13 @@ def check_image_batch(X, name="X", ndim=2, dtype=np.float32, allow_nan=False, mi
                 f"{name} must have {ndim + 1} dimensions (n_images, "
                 f"{'n_classes, ' if ndim == 3 else ''}height, width); got shape {arr.shape}"
             )
-        items = list(arr)
+        sources, items = list(src), list(arr)
     else:
-        items = [_as_float_array(x, f"{name}[{i}]", dtype) for i, x in enumerate(X)]
+        sources = [_as_array(x, f"{name}[{i}]", ndim) for i, x in enumerate(X)]
+        items = [_as_float_array(x, f"{name}[{i}]", dtype) for i, x in enumerate(sources)]
         for i, x in enumerate(items):
+            if ndim == 3 and x.ndim == 2:
+                raise ValueError(_not_maps(x.shape, name, f"{name}[{i}]"))
             if x.ndim != ndim:
                 raise ValueError(
                     f"{name}[{i}] must have {ndim} dimensions; got shape {x.shape}"
@@ -83,8 +142,8 @@ def check_image_batch(X, name="X", ndim=2, dtype=np.float32, allow_nan=False, mi
             raise ValueError(
                 f"{name}[{i}] has shape {x.shape}; height and width must be at least {min_size} px"
             )
-        if not allow_nan and not np.all(np.isfinite(x)):
-            raise ValueError(f"{name}[{i}] contains NaN or infinite values")
+        if not allow_nan:
+            _check_finite(x, sources[i], f"{name}[{i}]")
     return items
 
 
@@ -110,15 +169,11 @@ def check_pixel_size(pixel_size, name="pixel_size", low=1e-3, high=10.0, allow_n
     return ps
 
 
-#: Tolerance on the sum over classes of a probability map.
-MAP_SUM_TOLERANCE = 1e-3
-
-
 def check_probability_maps(P, name="P", dtype=np.float32):
     """Validate probability maps and return them as a list of ``(n_classes, H, W)`` arrays.
 
-    All maps must have the same number of classes (at least 2, class 0 = background) and sum
-    to 1 over the class axis within :data:`MAP_SUM_TOLERANCE`.
+    All maps must have the same number of classes (at least 2, class 0 = background), sum to 1
+    over the class axis and lie in [0, 1], both within :data:`MAP_SUM_TOLERANCE`.
     """
     maps = check_image_batch(P, name=name, ndim=3, dtype=dtype)
     n_classes = maps[0].shape[0]
@@ -140,6 +195,18 @@ def check_probability_maps(P, name="P", dtype=np.float32):
                 f"{MAP_SUM_TOLERANCE:g}); got sums between {lo:.6g} and {hi:.6g}. Pass softmax "
                 f"probabilities of shape (n_images, n_classes, height, width), class 0 = "
                 f"background")
+    for i, p in enumerate(maps):
+        lo, hi = float(p.min()), float(p.max())
+        if lo < -MAP_SUM_TOLERANCE or hi > 1 + MAP_SUM_TOLERANCE:
+            flat = p.reshape(len(p), -1)
+            bad = [c for c in range(len(p)) if flat[c].min() < -MAP_SUM_TOLERANCE
+                   or flat[c].max() > 1 + MAP_SUM_TOLERANCE]
+            raise ValueError(
+                f"{name}[{i}] holds values between {lo:.6g} and {hi:.6g} (in class(es) "
+                f"{bad}), though its maps sum to 1; probabilities must lie in [0, 1] "
+                f"(tolerance {MAP_SUM_TOLERANCE:g}). Pass softmax probabilities of shape "
+                f"(n_images, n_classes, height, width), class 0 = background, not logits or "
+                f"differences of maps")
     return maps
 
 

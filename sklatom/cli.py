@@ -95,7 +95,8 @@ def _warnings_to(console):
         finally:
             seen = set()
             for w in caught:
-                text = str(w.message)
+                # a warning that names a keyword argument may say it as the CLI's option
+                text = getattr(w.message, "cli_message", None) or str(w.message)
                 if text not in seen and not issubclass(w.category, DeprecationWarning):
                     seen.add(text)
                     console.warn(text)

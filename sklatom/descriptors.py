@@ -243,10 +243,10 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
     Notes
     -----
     **Input.** ``P`` is an ndarray ``(n_images, n_classes, height, width)`` or a list of
-    ``(n_classes, height, width)`` arrays (sizes may differ), summing to 1 over the class axis
-    (tolerance 1e-3), class 0 = background, at least 2 classes. Raw images, for the intensity
-    statistics, are given as ``transform(P, images=images)`` or as ``X = (P, images)``, a 2-tuple
-    whose first element is a 4-D array or a list (the convention of
+    ``(n_classes, height, width)`` arrays (sizes may differ), in [0, 1] and summing to 1 over
+    the class axis (tolerance 1e-3), class 0 = background, at least 2 classes. Raw images, for
+    the intensity statistics, are given as ``transform(P, images=images)`` or as
+    ``X = (P, images)``, a 2-tuple whose first element is a 4-D array or a list (the convention of
     :class:`~sklatom.peaks.PeakFinder`, so that an upstream Pipeline step can hand images
     through). Without images the intensity statistics are those of ``1 - P[0]``.
 

@@ -42,7 +42,8 @@ A defect's name joins the parts that apply with ``"+"``:
   sizes of the anomalous rings, e.g. ``"R5x2-8"`` for a relaxed 5-8-5 divacancy;
 * interstitials: ``"I<m>"`` for atoms left out of the graph because they sit inside a ring
   (an adatom over a hexagon, or a false detection there) or double another atom (closer than a
-  third of a bond); ``"I"`` and their formula when they are not the single host species,
+  third of a bond, but not than 0.2 Å: such atoms are the same atom listed twice, merged with
+  a warning); ``"I"`` and their formula when they are not the single host species,
   e.g. ``"ISi1"``;
 * none of these (an odd coordination only): ``"X"`` and the formula of the flagged atoms.
 
@@ -89,6 +90,12 @@ _MAX_HOLE_FACTOR = 4  # faces up to this times the lattice ring size group their
 _MAX_DOPANT_BONDS = 4  # a dopant is bonded to at most this many host atoms (Si in graphene: 3-4)
 _DOPANT_BOND_TOLERANCE = 0.15  # a dopant-host bond is at most this much longer than learned
 _NEAREST_FACTOR = 1.25  # ... and than the dopant's nearest neighbour
+_COINCIDENT = 0.2  # Å: atoms closer than this are one atom listed twice (merged, with a warning)
+_IMAGE_TOLERANCE = 1.0  # px: atoms this far outside image_shape are an error
+# measured bond lengths outside (r_a + r_b) times this range (covalent radii) mean a wrong pixel
+# size: projected first-neighbour distances are shorter than bonds (Mo-S2 columns of MoS2 at
+# 0.70 of r_Mo + r_S, the dumbbells of Si [110] at 0.61), strain and radii errors add 30 %
+_PLAUSIBLE_BOND = (0.5, 1.3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +252,28 @@ def _inside_rings(ci, cj, n, limit):
     return out
 
 
+def _coincident(pos, radius):
+    """Groups of atoms closer than ``radius`` (chains included), each kept as its first atom.
+
+    Returns None when no two atoms are that close, else ``(keep, inverse)``: the indices of the
+    kept atoms (ascending) and, for every atom, the position in ``keep`` of its group's atom.
+    """
+    n = len(pos)
+    if n < 2:
+        return None
+    pairs = cKDTree(pos).query_pairs(radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    adj = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
+                     shape=(n, n))
+    _, comp = connected_components(adj, directed=False)
+    first = np.full(comp.max() + 1, n)
+    np.minimum.at(first, comp, np.arange(n))
+    rep = first[comp]
+    keep = np.flatnonzero(rep == np.arange(n))
+    return keep, np.searchsorted(keep, rep)
+
+
 class _Graph:
     """The bond graph of one image with its planar faces, as arrays.
 
@@ -370,7 +399,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         longest learned bond length.
     image_shape : tuple of int or None, default=None
         (height, width) in px of the images the coordinates come from; None uses each image's
-        bounding box of atoms.
+        bounding box of atoms. Atoms more than 1 px outside it are an error.
     min_pair_count : int, default=3
         Species pairs seen fewer times than this in ``fit`` take their bond length from the
         covalent-radius prior, scaled to the learned ones.
@@ -420,6 +449,16 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
     ``predict`` only these flagged atoms carry the defect name; their lattice-like neighbours
     (the three C around a Si dopant) are part of the defect's graph and name but are labelled
     ``"lattice"``. A Stone-Wales defect flags the atoms of its four rings (16 in graphene).
+
+    Atoms closer than 0.2 Å to another are coincident: the same atom listed (or detected) more
+    than once. Every method warns about them, naming how many and where, and merges each group
+    into its first atom: the others are left out of learning and of the graph (neither bonds
+    nor interstitials), take that atom's label in ``predict`` and its row in ``transform``,
+    are listed with it in the ``atoms`` of ``find_defects``, and are not nodes of ``graphs``.
+
+    ``fit`` warns when a measured bond length is outside the sum of the covalent radii of its
+    species times 0.5-1.3 (C-C: 0.76-1.98 Å; projected first-neighbour distances are shorter
+    than bonds, down to 0.6 of them in dumbbells): the pixel size is then probably wrong.
 
     Examples
     --------
@@ -551,8 +590,59 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"X[{i}] has class index {c0} out of range: expected {expected}; class 0 "
                     f"is the background and is not an atom")
+            if self.image_shape is not None and len(arr):
+                self._check_inside(arr, i)
             out.append(arr)
         return out
+
+    def _check_inside(self, arr, i):
+        """Atoms of ``X[i]`` more than :data:`_IMAGE_TOLERANCE` px outside ``image_shape``."""
+        h, w = self.image_shape
+        lo, tol = -0.5, _IMAGE_TOLERANCE
+        r, c = arr[:, 0], arr[:, 1]
+        out = (r < lo - tol) | (r > h - 0.5 + tol) | (c < lo - tol) | (c > w - 0.5 + tol)
+        if np.any(out):
+            raise ValueError(
+                f"X[{i}] has {int(out.sum())} of {len(arr)} atoms outside image_shape="
+                f"{tuple(self.image_shape)}: rows {r.min():g}..{r.max():g} and cols "
+                f"{c.min():g}..{c.max():g} px, expected rows {lo:g}..{h - 0.5:g} and cols "
+                f"{lo:g}..{w - 0.5:g} px (within {tol:g} px). Are the coordinates (row, col) "
+                f"in px of images of this (height, width)?")
+
+    def _merge_coincident(self, coords, stacklevel):
+        """Merge coincident atoms (closer than :data:`_COINCIDENT` Å): one atom listed twice.
+
+        Returns the coordinates with each group reduced to its first atom, and per image None
+        or ``(keep, inverse)`` (see :func:`_coincident`); warns naming how many and where, with
+        ``stacklevel`` pointing at the user's call.
+        """
+        ps = float(self.pixel_size)
+        kept, merges, report = [], [], []
+        for i, c in enumerate(coords):
+            m = _coincident(c[:, :2] * ps, _COINCIDENT)
+            merges.append(m)
+            if m is None:
+                kept.append(c)
+                continue
+            keep, inverse = m
+            kept.append(c[keep])
+            counts = np.bincount(inverse, minlength=len(keep))
+            groups = keep[counts > 1]
+            where = ", ".join(f"({c[g, 0]:.1f}, {c[g, 1]:.1f})" for g in groups[:3])
+            more = f" and {len(groups) - 3} more" if len(groups) > 3 else ""
+            report.append(f"X[{i}]: {int(counts[counts > 1].sum())} atoms in {len(groups)} "
+                          f"group(s) at (row, col) {where}{more} px")
+        if report:
+            n_dropped = sum(len(c) - len(k) for c, k in zip(coords, kept))
+            shown = "; ".join(report[:3]) + (f"; and {len(report) - 3} more images"
+                                             if len(report) > 3 else "")
+            warnings.warn(
+                f"X holds coincident atoms, closer than {_COINCIDENT} Å to another (the same "
+                f"atom listed more than once): {shown}. Each group counts as its first atom; "
+                f"the {n_dropped} other(s) are left out of learning and of the graph (not "
+                f"counted as interstitials) and take that atom's label and features",
+                SklatomWarning, stacklevel=stacklevel)
+        return kept, merges
 
     # ---------------------------------------------------------------- learning
     def fit(self, X, y=None):
@@ -582,14 +672,15 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                              f"{self.species!r} names {S} atom classes (1..{S})")
         if y is not None:
             y = self._check_y(y, coords)
+        coords, merges = self._merge_coincident(coords, stacklevel=3)
         data = [(c[:, :2] * ps, c[:, 2].astype(np.int64) - 1) for c in coords]
-        self._learn_bonds(data)
+        self._check_bond_lengths(self._learn_bonds(data), ps)
         self._learn_lattice(data, ps)
         self.kind_names_, self.name_aliases_ = {}, {}
-        instances = self._find_all(coords)
+        instances = self._find_all(coords, merges=merges)
         if y is not None:
             self._learn_names(instances, y)
-            instances = self._find_all(coords)
+            instances = self._find_all(coords, merges=merges)
         self.defects_ = self._catalogue_from(instances)
         return self
 
@@ -682,6 +773,35 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 f"(or {_FALLBACK_BOND} Å for generic species) and may not match the lattice",
                 SklatomWarning, stacklevel=3)
         self.bond_cutoffs_ = np.where(bonded, length * (1 + self.bond_tolerance), 0.0)
+        return {(self.species_[a], self.species_[b]): v for (a, b), (v, _) in learned.items()}
+
+    def _check_bond_lengths(self, measured, ps):
+        """Warn about measured bond lengths no bond of their species could have.
+
+        The plausible range of a pair is the sum of the covalent radii times
+        :data:`_PLAUSIBLE_BOND`; a length outside it means a wrong ``pixel_size`` (or atoms that
+        are not bonded). ``measured`` maps species pairs to the lengths measured in ``fit``;
+        pairs with a generic species are not checked.
+        """
+        problems, ratios = [], []
+        for (a, b), length in sorted(measured.items()):
+            ra, rb = _prior_radius(a), _prior_radius(b)
+            if ra is None or rb is None:
+                continue
+            lo, hi = (ra + rb) * _PLAUSIBLE_BOND[0], (ra + rb) * _PLAUSIBLE_BOND[1]
+            if not lo <= length <= hi:
+                problems.append(f"{a}-{b} {length:.3g} Å (plausible {lo:.2f}-{hi:.2f} Å)")
+                if length > 0:
+                    ratios.append((ra + rb) / length)
+        if problems:
+            hint = (f": about {ps * float(np.median(ratios)):.3g} Å/px would give the covalent "
+                    f"bond length" if ratios else "")
+            warnings.warn(
+                f"fit learned bond lengths that no bond of these species has, at "
+                f"pixel_size={ps:g} Å/px: {'; '.join(problems)} (the sum of the covalent radii "
+                f"times {_PLAUSIBLE_BOND[0]}-{_PLAUSIBLE_BOND[1]}). The pixel size is probably "
+                f"wrong{hint} (unless the atoms are not bonded to each other)", SklatomWarning,
+                stacklevel=3)
 
     def _learn_lattice(self, data, ps):
         S = len(self.species_)
@@ -1033,22 +1153,29 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             return self.kind_names_[inst["hash"]]
         return self.name_aliases_.get(inst["generated_name"], inst["generated_name"])
 
-    def _find_all(self, coords, keep_results=False):
+    def _find_all(self, coords, keep_results=False, merges=None):
+        """Defects of every image; with ``merges``, their ``atoms`` index the input atoms
+        (coincident atoms included) instead of ``coords``."""
         jobs = (delayed(self._instances)(i, c) for i, c in enumerate(coords))
         results = Parallel(n_jobs=self.n_jobs)(jobs)
         instances = []
         for _, inst in results:
             for d in inst:
                 d["name"] = self._name(d)
+                m = merges[d["image"]] if merges is not None else None
+                if m is not None:
+                    d["atoms"] = np.flatnonzero(np.isin(m[1], d["atoms"]))
             instances.extend(inst)
         if keep_results:
             return [r for r, _ in results], instances
         return instances
 
     def _prepare(self, X):
+        """Checked input, its coordinates with coincident atoms merged, and the merges."""
         check_is_fitted(self, "species_")
         self._check_params()
-        return self._check_X(X, len(self.species_))
+        coords = self._check_X(X, len(self.species_))
+        return (coords,) + self._merge_coincident(coords, stacklevel=4)
 
     # ---------------------------------------------------------------- public API
     def predict(self, X):
@@ -1065,8 +1192,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             One string per atom. Defects of a kind named in ``fit``'s ``y`` get that name,
             others their generated name (see the module's naming scheme).
         """
-        coords = self._prepare(X)
-        return self._atom_labels(coords, self._find_all(coords))
+        coords, kept, merges = self._prepare(X)
+        return self._atom_labels(coords, self._find_all(kept, merges=merges))
 
     @staticmethod
     def _atom_labels(coords, instances):
@@ -1091,8 +1218,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             of the flagged atoms in px), ``n_atoms`` (flagged atoms) and ``atoms`` (their
             indices into ``X[image]``).
         """
-        coords = self._prepare(X)
-        return self._instance_frame(self._find_all(coords))
+        _, kept, merges = self._prepare(X)
+        return self._instance_frame(self._find_all(kept, merges=merges))
 
     @staticmethod
     def _instance_frame(instances):
@@ -1114,8 +1241,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             ``n_images``, ``n_atoms`` (flagged atoms per defect) and ``examples`` (up to five
             ``(image, row, col)`` locations in px).
         """
-        coords = self._prepare(X)
-        return self._catalogue_from(self._find_all(coords))
+        _, kept, merges = self._prepare(X)
+        return self._catalogue_from(self._find_all(kept, merges=merges))
 
     @staticmethod
     def _catalogue_from(instances):
@@ -1154,9 +1281,10 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             interstitial (1 for atoms left out of the graph: inside a ring, or the second of a
             double detection).
         """
-        coords = self._prepare(X)
-        results = Parallel(n_jobs=self.n_jobs)(delayed(self._analyse)(c) for c in coords)
-        feats = [self._features(r) for r in results]
+        _, kept, merges = self._prepare(X)
+        results = Parallel(n_jobs=self.n_jobs)(delayed(self._analyse)(c) for c in kept)
+        feats = [self._features(r) if m is None else self._features(r)[m[1]]
+                 for r, m in zip(results, merges)]
         return np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
 
     def _features(self, res):
@@ -1224,20 +1352,21 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             ``coordination``, ``edge`` and ``label`` (as :meth:`predict`); edges carry
             ``length`` in Å.
         """
-        coords = self._prepare(X)
-        results, instances = self._find_all(coords, keep_results=True)
+        coords, kept, merges = self._prepare(X)
+        results, instances = self._find_all(kept, keep_results=True, merges=merges)
         labels = self._atom_labels(coords, instances)
         out = []
-        for res, lab in zip(results, labels):
+        for res, lab, m in zip(results, labels, merges):
             g = res["g"]
+            ids = np.arange(g.n) if m is None else m[0]  # node = index of the input atom
             G = nx.Graph()
             for a in range(g.n):
-                G.add_node(a, species=self.species_[g.spc[a]],
+                G.add_node(int(ids[a]), species=self.species_[g.spc[a]],
                            position=(float(g.pos[a, 0]), float(g.pos[a, 1])),
                            coordination=int(g.coordination[a]), edge=bool(res["edge"][a]),
-                           label=lab[a])
+                           label=lab[ids[a]])
             keep = g.src < g.dst
-            G.add_edges_from((int(a), int(b), {"length": float(d)}) for a, b, d in
+            G.add_edges_from((int(ids[a]), int(ids[b]), {"length": float(d)}) for a, b, d in
                              zip(g.src[keep], g.dst[keep], g.length[keep]))
             out.append(G)
         return out
@@ -1255,13 +1384,15 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         bonds : list of ndarray of shape (n_bonds_i, 2), dtype int
             Atom index pairs ``(i, j)`` with ``i < j``.
         """
-        coords = self._prepare(X)
+        _, kept, merges = self._prepare(X)
         ps = float(self.pixel_size)
         out = []
-        for c in coords:
+        for c, m in zip(kept, merges):
             g, _ = self._graph(c[:, :2] * ps, c[:, 2].astype(np.int64) - 1, ps)
             keep = g.src < g.dst
             bi, bj = g.src[keep], g.dst[keep]
+            if m is not None:  # indices of the input atoms (ascending, so still i < j)
+                bi, bj = m[0][bi], m[0][bj]
             out.append(np.column_stack([bi, bj]).astype(np.int64).reshape(-1, 2))
         return out
 
@@ -1328,7 +1459,10 @@ def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, e
     if estimator is None and len(coords):
         estimator = GraphDefectClassifier(
             species=species, pixel_size=1.0 if pixel_size is None else pixel_size)
-        estimator.fit([coords])
+        with warnings.catch_warnings():
+            if pixel_size is None:  # lengths in px, not bonds in Å
+                warnings.filterwarnings("ignore", "fit learned bond lengths", SklatomWarning)
+            estimator.fit([coords])
     if len(coords) >= 2:
         (pairs,) = estimator.bonds([coords])
         segs = coords[pairs][:, :, [1, 0]]

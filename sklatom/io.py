@@ -81,6 +81,15 @@ class _UnitError(ValueError):
     pass
 
 
+class _OptionWarning(SklatomWarning):
+    """A warning whose advice names a keyword argument of :func:`read_image`;
+    ``cli_message`` says the same with the command line's option, and the CLI shows that."""
+
+    def __init__(self, message, cli_message):
+        super().__init__(message)
+        self.cli_message = cli_message
+
+
 def _angstrom_factor(units):
     """Å per ``units``; None when the unit is empty/pixels; raise _UnitError when unknown."""
     if units is None:
@@ -141,10 +150,10 @@ def _pick_frame(data, frame, path, n_signal_dims=2):
     n = frames.shape[0]
     if frame is None:
         if n > 1:
-            warnings.warn(
-                f"{path} holds {n} frames (data shape {data.shape}); using the first. "
-                "Choose another with frame=...",
-                SklatomWarning, stacklevel=4)
+            text = f"{path} holds {n} frames (data shape {data.shape}); using the first. "
+            warnings.warn(_OptionWarning(
+                text + "Choose another with frame=...",
+                text + f"Choose another with --frame N (N in 0..{n - 1})"), stacklevel=4)
         index = 0
     else:
         index = int(frame)
@@ -174,8 +183,19 @@ def _finish_image(image, path):
         raise ValueError(f"{path}: expected a 2-D image; got shape {image.shape}")
     if image.size == 0 or min(image.shape) == 0:
         raise ValueError(f"{path} holds an empty image (shape {image.shape})")
-    image = image.astype(np.float32)
+    source = image
+    with np.errstate(over="ignore"):
+        image = image.astype(np.float32)
     finite = np.isfinite(image)
+    if not finite.all() and source.dtype.kind == "f":
+        overflow = ~finite & np.isfinite(source)
+        if overflow.any():
+            big = float(np.abs(source[overflow]).max())
+            raise ValueError(
+                f"{path}: {int(overflow.sum())} of {image.size} pixels hold finite values (up "
+                f"to {big:.3g}) beyond the float32 range (largest "
+                f"{float(np.finfo(np.float32).max):.3g}) images are read into; rescale the "
+                "data (e.g. divide by its maximum) and save it again")
     if not finite.any():
         raise ValueError(f"{path}: every pixel of the image is NaN or infinite")
     if not finite.all():

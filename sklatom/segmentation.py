@@ -198,6 +198,28 @@ def _check_masks(y, images, name="y"):
     return out
 
 
+def _check_label_values(masks, max_label, name="y"):
+    """With ``classes=None`` the labels 0..max are the classes: refuse labels that skip more
+    than half of the values 1..max, or go above 255 (a stray label, or masks of another kind)."""
+    if max_label <= 1:
+        return
+    present = np.zeros(max_label + 1, dtype=bool)
+    for m in masks:
+        present |= np.bincount(m[m > 0], minlength=max_label + 1) > 0
+    absent = max_label - int(present[1:].sum())
+    if max_label <= 255 and absent <= max_label / 2:
+        return
+    where = next(i for i, m in enumerate(masks) if m.size and m.max() == max_label)
+    n_px = int((masks[where] == max_label).sum())
+    labels = np.flatnonzero(present[1:]) + 1
+    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    raise ValueError(
+        f"{name} holds labels {shown} (largest {max_label}, in {name}[{where}], {n_px} px): with "
+        f"classes=None every label value 0..{max_label} is a class, and {absent} of the values "
+        f"1..{max_label} never occur, so the model would have {max_label + 1} classes. Pass "
+        f"classes= (names indexed by label value, background first) or fix the masks")
+
+
 def _seed_from(random_state):
     """Turn ``random_state`` (None, int, RandomState or Generator) into an int seed."""
     if isinstance(random_state, np.random.Generator):
@@ -356,7 +378,8 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         inversely to their pixel frequency in the training masks.
     classes : list of str or None, default=None
         Class names indexed by label value, e.g. ``["background", "C", "Si"]``. None:
-        ``["background", "class_1", ...]`` up to the largest label in ``y``.
+        ``["background", "class_1", ...]`` up to the largest label in ``y`` (at most 255, and
+        at least half of the values 1..max must occur; else pass the names).
     training_pixel_size : float or None, default=None
         Pixel size in Å/px of the images given to ``fit`` (between 0.05 and 0.5). Stored as
         ``pixel_size_``. None: unknown, and then images cannot be rescaled at prediction.
@@ -561,7 +584,13 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _resolve_classes(self, masks):
         max_label = max(int(m.max()) if m.size else 0 for m in masks)
+        if max_label <= 0:
+            warnings.warn(
+                "y holds no foreground: every label is 0 (background) or -1 (ignored), so the "
+                "model will learn to find nothing; label the atoms in the masks (1, 2, ... by "
+                "class)", SklatomWarning, stacklevel=3)
         if self.classes is None:
+            _check_label_values(masks, max_label)
             n = max(2, max_label + 1)
             return ["background"] + [f"class_{i}" for i in range(1, n)]
         if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):

@@ -361,6 +361,23 @@ def _check_structure(atoms, name):
         raise TypeError(f"{name} must be an ase.Atoms; got {type(atoms).__name__}")
     if len(atoms) == 0:
         raise ValueError(f"{name} is an empty structure: it has no atoms")
+    # before the cell checks: a comparison with NaN is False, so NaN passes "outside the cell"
+    pos = atoms.positions
+    bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(
+            f"{name} has {len(bad)} atom(s) with NaN or infinite positions (first: atom {k}, "
+            f"atomic number {int(atoms.numbers[k])}, at {pos[k].tolist()} Å); positions must be "
+            "finite, in Å")
+    numbers_ = atoms.numbers
+    bad = np.flatnonzero((numbers_ < 1) | (numbers_ > 118))
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(
+            f"{name} has {len(bad)} atom(s) with an atomic number outside 1..118 (first: "
+            f"atom {k}, atomic number {int(numbers_[k])}, at {pos[k].round(3).tolist()} Å); "
+            "expected elements H (1) to Og (118)")
     cell = np.asarray(atoms.cell)
     lengths = atoms.cell.lengths()
     if np.any(lengths <= 0):
@@ -370,7 +387,6 @@ def _check_structure(atoms, name):
             f"{name} has a non-orthogonal cell {cell.round(3).tolist()}; STEM simulation "
             "needs an orthogonal cell: convert it with abtem.orthogonalize_cell(atoms) first"
         )
-    pos = atoms.positions
     size = np.diag(cell)
     outside = np.any((pos < -1e-6) | (pos > size + 1e-6), axis=1)
     if outside.any():

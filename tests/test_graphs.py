@@ -269,7 +269,9 @@ def test_adatoms_and_double_detections_leave_the_lattice_alone():
     hexagon_centre = c[mid, :2] + (c[nb[0], :2] - c[mid, :2]) + (c[nb[1], :2] - c[mid, :2])
     assert np.min(np.hypot(*(c[:, :2] - hexagon_centre).T)) * PS > 1.3
     far = np.argmin(np.hypot(c[:, 0] - 80, c[:, 1] - 220))
-    double = c[far] + [0.5, 0.0, 0.0]  # 0.05 Å from a real atom
+    # 0.3 Å from a real atom: a double detection (closer than 0.2 Å it is the same atom
+    # listed twice and merged with a warning, see test_bad_input.py)
+    double = c[far] + [3.0, 0.0, 0.0]
     X = [np.vstack([c, [[*hexagon_centre, 1.0]], double])]
     found = clf.find_defects(X)
     assert sorted(found["name"]) == ["I1", "I1"]
@@ -286,7 +288,8 @@ def test_a_column_cut_by_the_image_border_is_not_an_interstitial():
     clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS,
                                 image_shape=(300, 300)).fit([c])
     edge_atom = c[np.argmin(c[:, 0])]  # the atom nearest the top border
-    cut = [[max(edge_atom[0] - 2.0, 0.0), edge_atom[1] + 1.0, 1.0]]  # 0.2 Å away
+    # 0.25-0.3 Å away (closer than 0.2 Å it would be the same atom listed twice, merged)
+    cut = [[max(edge_atom[0] - 2.0, 0.0), edge_atom[1] + 2.5, 1.0]]
     interior = c[np.argmin(np.hypot(c[:, 0] - 150, c[:, 1] - 150))] + [2.0, 1.0, 0.0]
     labels = clf.predict([np.vstack([c, cut, [interior]])])[0]
     assert labels[-2] == "lattice"
