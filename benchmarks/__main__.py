@@ -74,9 +74,10 @@ def conditions(quick):
     out["shift: scan distortion"] = dict(
         kind="shift", dose=SHIFT_DOSE, simulator={},
         acquisition=dict(BASE_ACQUISITION, scan_jitter=0.08, drift=(0.006, 0.006)), size=None)
-    out["shift: PRISM 200 kV"] = dict(kind="shift", dose=SHIFT_DOSE,
-                               simulator={"method": "prism", "energy": 200e3, "n_jobs": 2},
-                               acquisition=BASE_ACQUISITION, size=128)
+    out["shift: PRISM 200 kV"] = dict(
+        kind="shift", dose=SHIFT_DOSE,
+        simulator={"method": "prism", "energy": 200e3, "n_jobs": 2},
+        acquisition=BASE_ACQUISITION, size=128)
     return out
 
 
@@ -138,17 +139,15 @@ def score(pred, true, images):
 # ------------------------------------------------------------------ methods in this process
 
 class Sklatom:
-    """The pretrained pipeline, defaults only."""
+    """The pretrained pipeline (sklatom.AtomFinder), defaults only."""
 
     name = "sklatom"
 
     def __init__(self):
-        from sklatom.peaks import PeakFinder
-        from sklatom.pretrained import load_pretrained
+        from sklatom.finder import AtomFinder
 
-        self.seg = load_pretrained(device="cpu")
-        self.finder = PeakFinder()
-        self.params = "load_pretrained() + PeakFinder() defaults"
+        self.finder = AtomFinder(device="cpu", pixel_size=PIXEL_SIZE).fit()
+        self.params = "AtomFinder(pixel_size=0.1) defaults (the pretrained model)"
         self.find([np.random.default_rng(0).random((64, 64), dtype=np.float32)])  # warm-up
 
     def find_many(self, sets):
@@ -158,8 +157,7 @@ class Sklatom:
         coords, seconds = [], []
         for img in images:
             t0 = time.perf_counter()
-            proba = self.seg.transform(img[None])
-            coords.append(self.finder.fit(proba).transform(proba)[0])
+            coords.append(self.finder.transform(img[None])[0])
             seconds.append(time.perf_counter() - t0)
         return coords, seconds
 
@@ -305,13 +303,13 @@ def _training_data(path, quick, log):
     tp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tp)
     if quick:
-        X, y, _, _ = tp.make_set(2, 0, tp.TRAIN_DOSES, prism_every=0, verbose=False)
-        source = "2 images per lattice (--quick)"
+        X, y, _ = tp.make_training_set(12, 1, 0, 0, verbose=False)
+        source = "12 scenes and 1 lattice image per lattice (--quick)"
     else:
         if not os.path.exists(path):
             log(f"  simulating sklatom's training set for AtomAI (cached in {path})")
-            X, y, _, meta = tp.make_set(tp.N_PER_LATTICE, 0, tp.TRAIN_DOSES,
-                                        prism_every=tp.PRISM_EVERY, verbose=False)
+            X, y, meta = tp.make_training_set(tp.N_SCENES, tp.N_CLASSIC_PER_LATTICE,
+                                              tp.N_PRISM_PER_LATTICE, 0, verbose=False)
             tp.save_training_set(path, X, y, meta)
         X, y, _ = tp.load_training_set(path)
         source = f"{path} ({len(X)} images, the shipped model's training set)"
@@ -320,7 +318,8 @@ def _training_data(path, quick, log):
         for r in range(0, x.shape[0] - 127, 128):
             for c in range(0, x.shape[1] - 127, 128):
                 tiles.append(x[r:r + 128, c:c + 128])
-                masks.append(m[r:r + 128, c:c + 128])
+                # AtomAI's loss has no "don't care" label: those pixels count as background
+                masks.append(np.maximum(m[r:r + 128, c:c + 128], 0))
     log(f"  AtomAI training data: {source} -> {len(tiles)} tiles of 128 px")
     return np.stack(tiles).astype(np.float32), np.stack(masks).astype(np.int64), source
 
@@ -467,8 +466,8 @@ def targets(pooled, per_lattice, methods):
                      + ("" if not fails_peer else "; not on: " + "; ".join(fails_peer)))
     for cond in dict.fromkeys(r["condition"] for r in pooled):
         get = {r["method"]: r for r in pooled if r["condition"] == cond and r["status"] == "ok"}
-        if "sklatom" in get and len(get) > 1 and (cond.startswith("shift") or "3e+05" in cond
-                                                   or "1e+06" in cond):
+        if "sklatom" in get and len(get) > 1 and (
+                cond.startswith("shift") or "3e+05" in cond or "1e+06" in cond):
             best = max((get[m]["f1"], m) for m in get if m != "sklatom")
             lines.append(f"- {cond}: sklatom F1 {get['sklatom']['f1']:.3f} vs best other "
                          f"{best[1]} {best[0]:.3f} (margin {get['sklatom']['f1'] - best[0]:+.3f})")
@@ -530,7 +529,7 @@ def main(argv=None):
     parser.add_argument("--train-data", default=None,
                         help="the .npz training-set cache of scripts/train_pretrained.py "
                              "(--data-cache), used to train AtomAI (default: "
-                             "<cache>/general_train.npz, simulated there when missing)")
+                             "<cache>/general_train_v2.npz, simulated there when missing)")
     parser.add_argument("--atomai-budget", type=float, default=None,
                         help="AtomAI training seconds (default: sklatom's train_seconds)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, every method")
@@ -575,7 +574,7 @@ def main(argv=None):
             if name == "atomap":
                 m = Atomap(args.cache, workdir, log).tune(validation)
             else:
-                train_data = args.train_data or os.path.join(args.cache, "general_train.npz")
+                train_data = args.train_data or os.path.join(args.cache, "general_train_v2.npz")
                 m = AtomAI(args.cache, workdir, log, train_data, budget, args.quick,
                            args.threads)
             methods.append(m)

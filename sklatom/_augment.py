@@ -80,9 +80,11 @@ def augment_intensity(image, rng, p=0.5):
     """Random intensity changes of a normalised patch that leave the geometry unchanged.
 
     Each of the following is applied with probability ``p``: a Gaussian blur (sigma 0.3-1.2
-    px), a gamma change (0.7-1.4) and Poisson "dose" noise (10-1000 counts at the brightest
+    px), a gamma change (0.7-1.4) and Poisson "dose" noise (300-30000 counts at the brightest
     pixel) on the patch mapped to [0, 1] and mapped back, and a contrast/offset change (gain
-    0.8-1.25, offset -0.1-0.1 in normalised units).
+    0.8-1.25, offset -0.1-0.1 in normalised units). The noise stays mild: the labels do not
+    change with it, so noise that hid the atoms would teach a network to report atoms it
+    cannot see.
 
     Parameters
     ----------
@@ -104,7 +106,7 @@ def augment_intensity(image, rng, p=0.5):
         if rng.random() < p:
             u = u ** float(rng.uniform(0.7, 1.4))
         if rng.random() < p:
-            dose = float(np.exp(rng.uniform(np.log(10.0), np.log(1000.0))))
+            dose = float(np.exp(rng.uniform(np.log(300.0), np.log(30000.0))))
             u = rng.poisson(u * dose) / dose
         x = u * span + lo
     if rng.random() < p:

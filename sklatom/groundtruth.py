@@ -21,7 +21,8 @@ on one noise draw):
 
 Each column is then ``"visible"`` (labelled an atom), ``"hidden"`` (background) or, between
 the two thresholds, ``"uncertain"`` (a "don't care" zone: the network is taught neither way and
-the scores ignore it). Columns closer together than the image can resolve are uncertain too,
+the scores ignore it). Columns closer together than the image can resolve (two spot sigmas,
+the probe and the recording blur together, or two pixels) are uncertain too,
 and so is an empty lattice site (a vacancy) among uncertain columns
 (:func:`uncertain_sites`).
 """
@@ -32,15 +33,14 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .simulation import (_cross_sections, _fine_grid, _incoherent_kernel, _simulate_incoherent,
-                         wavelength)
+from .simulation import _cross_sections, _fine_grid, _incoherent_kernel, _simulate_incoherent
 from .structures import ROLES
 
 __all__ = ["ColumnVisibility", "column_visibility", "uncertain_sites", "SNR_VISIBLE",
            "SNR_HIDDEN", "CONTRAST_VISIBLE", "CONTRAST_HIDDEN"]
 
 #: Signal-to-noise ratio from which a column is visible, and below which it is hidden.
-SNR_VISIBLE, SNR_HIDDEN = 4.0, 2.0
+SNR_VISIBLE, SNR_HIDDEN = 5.0, 2.5
 #: Peak contrast relative to the bright columns nearby from which a column is visible, and
 #: below which it is hidden.
 CONTRAST_VISIBLE, CONTRAST_HIDDEN = 0.18, 0.12
@@ -126,6 +126,9 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
         spot = ndimage.gaussian_filter(spot, blur / h, mode="constant")
     amplitude = sigma_col * spot.max() / h**2
     k2 = float((spot**2).sum()) / h**2  # integral of the spot squared, 1/Å²
+    # the spot's width: a Gaussian of the same full width at half maximum
+    fwhm = 2 * np.sqrt(np.count_nonzero(spot >= spot.max() / 2) * h * h / np.pi)
+    spot_sigma = fwhm / 2.3548
 
     # noise-free images at the recorded pixel size: everything, and the amorphous part alone
     amorphous = atoms.arrays.get("role", np.zeros(len(atoms), int)) == ROLES.index("amorphous")
@@ -173,9 +176,9 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
     hidden = (snr < SNR_HIDDEN) | (contrast < CONTRAST_HIDDEN)
     state[uncertain] = "uncertain"
     state[hidden] = "hidden"
-    # columns the probe cannot separate: neither finding one nor two is wrong
-    resolution = max(0.8 * 0.61 * wavelength(settings["energy"]) / (settings["alpha"] * 1e-3),
-                     2.0 * ps)
+    # columns the spot cannot separate (Sparrow's limit of two Gaussians, 2 sigma, with the
+    # recording blur), or the pixels cannot: neither finding one nor two is wrong
+    resolution = max(2.0 * spot_sigma, 2.0 * ps)
     pairs = tree.query_pairs(resolution, output_type="ndarray")
     if len(pairs):
         both = pairs[(state[pairs[:, 0]] != "hidden") & (state[pairs[:, 1]] != "hidden")]

@@ -7,10 +7,12 @@ configuration; loading executes no code) made by ``scripts/train_pretrained.py``
 =========== ================================================================================
 name        what it finds
 =========== ================================================================================
-"general"   atomic columns of graphene, hBN, MoS2, WS2 and SrTiO3 [001] (and lattices like
-            them) in HAADF images, in two Z-contrast classes: ``"light"`` (the lighter
-            columns: C, B, N, S2, O) and ``"heavy"`` (the heavier ones: Si dopants in
-            graphene, Mo/W, Sr and Ti-O columns). Trained at 0.1 Å/px.
+"general"   atomic columns in annular dark-field (MAADF to HAADF) images of 2-D materials,
+            thick crystals along a zone axis, nanoparticles and single atoms on supports,
+            and nothing in vacuum, amorphous material or saturated regions; two Z-contrast
+            classes: ``"light"`` (C, B, N, S2, O, Si of a Si crystal) and ``"heavy"``
+            (transition metals and heavier: Mo, W, Sr, Ti-O, Pt, ...; Si dopants and
+            adatoms). Works at 0.1 Å/px and rescales images of 0.05-0.5 Å/px.
 =========== ================================================================================
 """
 
@@ -24,15 +26,17 @@ GENERAL_LABELS = {
     "C": "light", "Si": "heavy", "B": "light", "N": "light",
     # transition-metal dichalcogenides: metal columns heavy, chalcogen columns light
     "Mo": "heavy", "W": "heavy", "S2": "light", "S": "light", "SSe": "heavy",
-    # perovskite [001]: cation columns heavy, pure-oxygen columns light
+    # perovskite [001]: cation columns heavy, pure-oxygen columns light (an HAADF image does
+    # not show them: sklatom.groundtruth leaves them unlabelled)
     "Sr": "heavy", "OTi": "heavy", "O": "light",
 }
 
 #: Shipped models: name -> (file in sklatom/models, one-line description).
 PRETRAINED = {
     "general": ("general.safetensors",
-                "light/heavy atomic columns in HAADF images of 2-D materials and a perovskite "
-                "zone axis, 0.1 Å/px"),
+                "light/heavy atomic columns in ADF images of 2-D materials, crystals, "
+                "nanoparticles and single atoms; nothing in vacuum or amorphous material; "
+                "0.1 Å/px (images of 0.05-0.5 Å/px rescaled)"),
 }
 
 
@@ -50,7 +54,7 @@ def load_pretrained(name="general", device="auto"):
     -------
     segmenter : FCNSegmenter
         Fitted: ``classes_``, ``pixel_size_`` (the training sampling, Å/px). Set its
-        ``pixel_size`` parameter to the sampling of your images (0.05 to 0.3 Å/px) and it
+        ``pixel_size`` parameter to the sampling of your images (0.05 to 0.5 Å/px) and it
         rescales them for you.
 
     Examples
