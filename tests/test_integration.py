@@ -40,7 +40,7 @@ def _tiny_segmenter(**params):
 
 def test_grid_search_tunes_network_and_peak_threshold_with_atom_f1(mixed_images, tmp_path):
     X, y, _ = mixed_images
-    pipe = Pipeline([("segment", _tiny_segmenter()), ("peaks", PeakFinder())],
+    pipe = Pipeline([("segment", _tiny_segmenter(max_epochs=8)), ("peaks", PeakFinder())],
                     memory=str(tmp_path))
     grid = GridSearchCV(
         pipe,
@@ -53,9 +53,8 @@ def test_grid_search_tunes_network_and_peak_threshold_with_atom_f1(mixed_images,
     assert grid.best_params_["peaks__threshold"] == 0.5
     assert scores.max() > scores.min() + 0.3
     assert grid.best_score_ > 0.5
-    # the refitted best pipeline finds atoms on the training images
-    found = grid.best_estimator_.transform(X[:2])
-    assert all(len(f) > 10 for f in found)
+    # the refitted best pipeline finds the atoms of the training images
+    assert grid.score(X, y) > 0.8
 
 
 def test_pipeline_memory_does_not_retrain_the_network_for_new_peak_settings(mixed_images,
