@@ -81,7 +81,9 @@ FEATURE_NAMES = (
 )
 
 _FORMULA = re.compile(r"([A-Z][a-z]?)(\d*)")
-_GENERIC = re.compile(r"^(X|atom|class|type)[_ ]?\d*$", re.IGNORECASE)
+# generic class names (no covalent-radius prior): "X", "class1", ... and the contrast classes of
+# a general model ("light", "heavy": sklatom.load_pretrained().classes_)
+_GENERIC = re.compile(r"^(X|atom|class|type|light|heavy|dim|bright)[_ ]?\d*$", re.IGNORECASE)
 _SHELL_WINDOW = 0.3  # first-shell window for learning: distances up to (1 + w) * global NN
 _FALLBACK_BOND = 1.5  # Å, bond length when nothing is known about a species pair
 _WELL_SAMPLED = 50  # species pairs with this many samples take their own bond length
@@ -376,7 +378,10 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         names only (``["C", "Si"]``, then class ``c`` is ``species[c - 1]``). Class 0 is the
         background and is not an atom. Names are chemical symbols or column formulas
         (``"S2"``, ``"OTi"``) or generic names (``"X"``, ``"class1"``, no covalent-radius
-        prior). None names the classes ``"class1"``, ``"class2"``, ... .
+        prior; the general model's ``"light"`` and ``"heavy"`` are generic too, so
+        ``load_pretrained().classes_`` works as is, with defects named by class, e.g.
+        ``"V1"``, ``"(heavy)1(light)3"``). None names the classes ``"class1"``,
+        ``"class2"``, ... .
     pixel_size : float, default=None
         Pixel size of the coordinates in Å/px. Required (bond lengths are physical).
     bond_tolerance : float, default=0.3
@@ -388,8 +393,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
     ring_size : int or None, default=None
         The lattice's ring size (6 in graphene and MoS2, 4 in SrTiO3 [001]); None learns it
         (the most common face size).
-    host_species : list of str or None, default=None
-        Species that make up the lattice; others are dopants. None takes every species with at
+    host_species : str, list of str or None, default=None
+        Species that make up the lattice (one name or a list); others are dopants. None takes every species with at
         least ``dopant_fraction`` of the atoms seen in ``fit`` (and always the most common).
     dopant_fraction : float, default=0.1
         See ``host_species``.
@@ -809,7 +814,9 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         for _, s in data:
             counts += np.bincount(s, minlength=S)
         if self.host_species is not None:
-            hosts = list(self.host_species)
+            # one name is one species ("Mo"), not a sequence of letters
+            hosts = ([self.host_species] if isinstance(self.host_species, str)
+                     else list(self.host_species))
             for h in hosts:
                 if h not in self.species_:
                     raise ValueError(f"host_species names {h!r}, which is not among species "

@@ -656,3 +656,23 @@ def test_si_complexes_count_the_carbon_bonded_to_them(n_si):
     clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS, host_species=["C"]).fit([c])
     names = list(clf.find_defects([c])["name"])
     assert names == [f"Si{n_si}C{len(bonded)}"], (names, len(bonded))
+
+
+def test_a_general_models_classes_work_as_species_with_generic_defect_names():
+    # the pretrained model's classes_ ("light", "heavy") passed as is, as the docstring says
+    from sklatom import load_pretrained
+
+    cols, planted = sample("graphene", {"vacancy": 2, "substitution": 2}, 0)
+    clf = GraphDefectClassifier(species=load_pretrained().classes_, pixel_size=PS)
+    found = clf.fit([cols.coordinates]).find_defects([cols.coordinates])
+    assert clf.species_ == ["light", "heavy"] and clf.host_species_ == ["light"]
+    assert sorted(found["name"]) == ["(heavy)1(light)3"] * 2 + ["V1"] * 2
+
+
+def test_one_host_species_name_is_one_species_not_its_letters():
+    cols, _ = sample("MoS2", {}, 0)
+    clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS, host_species="Mo")
+    clf.fit([cols.coordinates])
+    assert clf.host_species_ == ["Mo"]
+    assert clf.host_species_ == clone(clf).set_params(host_species=["Mo"]).fit(
+        [cols.coordinates]).host_species_
