@@ -181,8 +181,15 @@ class UNet(nn.Module):
         return pixel_shuffle(x, self.space_to_depth) if self.space_to_depth > 1 else x
 
 
+# the private oneDNN kernel, where this torch has it; everything else (and any torch without
+# it) takes the public ``conv2d``, which gives the same result (tested)
+_MKLDNN_CONV = getattr(torch.ops.aten, "mkldnn_convolution", None) if hasattr(
+    torch.ops, "aten") else None
+
+
 def _on_mkldnn(x):
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+    return (_MKLDNN_CONV is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.enabled)
 
 
 class _Conv(nn.Module):
@@ -202,8 +209,8 @@ class _Conv(nn.Module):
 
     def forward(self, x):
         if _on_mkldnn(x):
-            return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding,
-                                                     [1, 1], self.dilation, 1)
+            return _MKLDNN_CONV(x, self.weight, self.bias, self.padding, [1, 1],
+                                self.dilation, 1)
         return nn.functional.conv2d(x, self.weight, self.bias, padding=self.padding,
                                     dilation=self.dilation)
 

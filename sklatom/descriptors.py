@@ -16,8 +16,8 @@ import pandas as pd
 from scipy.spatial import cKDTree
 from skimage.measure import label as _label
 from skimage.measure import regionprops_table
+from sklearn import get_config
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import (check_images_for_maps, check_pixel_size, check_probability_maps,
@@ -411,7 +411,9 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         tables = map_items(_describe_one, ((p, im) + args for p, im in zip(maps, imgs)),
                            self.n_jobs)
         table = np.concatenate(tables, axis=0) if tables else np.empty((0, len(names)))
-        dense = _get_output_config("transform", self)["dense"]
+        # set_output's choice, else the global transform_output (public API only)
+        dense = (getattr(self, "_sklearn_output_config", {}).get("transform")
+                 or get_config()["transform_output"])
         if dense == "default":
             return table
         if dense != "pandas":

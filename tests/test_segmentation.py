@@ -26,7 +26,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklatom._augment import augment_intensity, random_patch
-from sklatom._unet import UNet, inference_copy, receptive_field
+from sklatom._unet import UNet, _on_mkldnn, inference_copy, receptive_field
 from sklatom._validation import SklatomWarning
 from sklatom.segmentation import FCNSegmenter, _digest
 
@@ -212,6 +212,15 @@ def test_inference_copy_is_the_same_function(fitted):
     # batch norm was folded into the copy only
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+    # without oneDNN (a torch without its private kernel takes the same path) the copy runs on
+    # the public conv2d and gives the same result
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert not _on_mkldnn(x)
+        with torch.no_grad():
+            torch.testing.assert_close(frozen(x), expected, atol=1e-4, rtol=1e-4)
+    finally:
+        torch.backends.mkldnn.enabled = True
 
 
 def test_prediction_follows_in_place_weight_changes(fitted, test_data):
