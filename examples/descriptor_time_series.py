@@ -51,8 +51,8 @@ def frame(t, rng):
     rr, cc = np.mgrid[:SHAPE[0], :SHAPE[1]].astype(float)
     fg = np.zeros(SHAPE)
     for (r0, c0), ang in zip(pts, rng.normal(45.0 * t, 8.0, size=len(pts))):
-        win = (slice(max(int(r0) - 20, 0), int(r0) + 21), slice(max(int(c0) - 20, 0),
-                                                                   int(c0) + 21))
+        win = (slice(max(int(r0) - 20, 0), int(r0) + 21),
+               slice(max(int(c0) - 20, 0), int(c0) + 21))
         x, y = cc[win] - c0, -(rr[win] - r0)
         th = np.deg2rad(ang)
         u = x * np.cos(th) + y * np.sin(th)

@@ -192,12 +192,12 @@ def _bonds(pos, spc, cutoff, z_max=None):
     i, j = pairs[:, 0], pairs[:, 1]
     d = np.linalg.norm(pos[i] - pos[j], axis=1)
     # symmetric neighbour lists (CSR) of all pairs within rmax, for the lune test
-    I = np.concatenate([i, j])
+    src = np.concatenate([i, j])
     J = np.concatenate([j, i])
     D = np.concatenate([d, d])
-    order = np.argsort(I, kind="stable")
+    order = np.argsort(src, kind="stable")
     J, D = J[order], D[order]
-    deg = np.bincount(I, minlength=n)
+    deg = np.bincount(src, minlength=n)
     indptr = np.concatenate([[0], np.cumsum(deg)])
     cand = d <= cutoff[spc[i], spc[j]]
     if z_max is not None:
@@ -394,8 +394,9 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         The lattice's ring size (6 in graphene and MoS2, 4 in SrTiO3 [001]); None learns it
         (the most common face size).
     host_species : str, list of str or None, default=None
-        Species that make up the lattice (one name or a list); others are dopants. None takes every species with at
-        least ``dopant_fraction`` of the atoms seen in ``fit`` (and always the most common).
+        Species that make up the lattice (one name or a list); others are dopants. None takes
+        every species with at least ``dopant_fraction`` of the atoms seen in ``fit`` (and
+        always the most common).
     dopant_fraction : float, default=0.1
         See ``host_species``.
     edge_width : float or None, default=None

@@ -312,8 +312,8 @@ def make_structure(
                 f"of view with min_defect_separation={min_defect_separation} Å"
             )
         _plant(kind, site, lat, xy, symbols, roles, alive, tree, columns, rng)
-        planted.append({"kind": kind, "position": (float(site_xy[site, 1]),
-                                                    float(site_xy[site, 0]))})
+        planted.append({"kind": kind,
+                        "position": (float(site_xy[site, 1]), float(site_xy[site, 0]))})
 
     xy, z, symbols, roles = xy[alive], z[alive], symbols[alive], roles[alive]
     depth = lat.depth * n_layers if lat.depth > 0 else 8.0

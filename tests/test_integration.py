@@ -57,8 +57,8 @@ def test_grid_search_tunes_network_and_peak_threshold_with_atom_f1(mixed_images,
     assert grid.score(X, y) > 0.8
 
 
-def test_pipeline_memory_does_not_retrain_the_network_for_new_peak_settings(mixed_images,
-                                                                              tmp_path):
+def test_pipeline_memory_does_not_retrain_the_network_for_new_peak_settings(
+        mixed_images, tmp_path):
     X, y, _ = mixed_images
     pipe = Pipeline([("segment", _tiny_segmenter()), ("peaks", PeakFinder(threshold=0.5))],
                     memory=str(tmp_path))

@@ -21,8 +21,8 @@ def test_crystal_block_along_a_zone_axis_gives_columns_of_stacked_atoms():
     assert np.median(counts) >= 9
 
 
-@pytest.mark.parametrize("name, axis, spacing", [("Si", (1, 1, 0), 1.357),
-                                                  ("Au", (0, 0, 1), 4.078 / 2)])
+@pytest.mark.parametrize("name, axis, spacing",
+                         [("Si", (1, 1, 0), 1.357), ("Au", (0, 0, 1), 4.078 / 2)])
 def test_zone_axis_projection_gives_the_known_column_spacing(name, axis, spacing):
     pos, _ = crystal_block(name, axis, (20.0, 20.0, 30.0), random_state=1)
     from scipy.spatial import cKDTree
@@ -107,7 +107,8 @@ def test_single_atoms_scene_puts_heavy_adatoms_on_an_amorphous_support():
     symbols = np.array(atoms.get_chemical_symbols())
     assert set(symbols[roles == "amorphous"]) == {"C"}
     pt = symbols == "Pt"
-    assert pt.sum() >= 5 and np.all(atoms.arrays["heavy"][pt]) and not atoms.arrays["heavy"][~pt].any()
+    heavy = atoms.arrays["heavy"]
+    assert pt.sum() >= 5 and np.all(heavy[pt]) and not heavy[~pt].any()
     # each single atom is its own part of the specimen
     single = pt & (roles == "adatom")
     assert len(set(atoms.arrays["component"][single])) >= pt.sum() - 20

@@ -97,8 +97,10 @@ def test_fourier_upsampling_of_a_band_limited_scan_is_accurate():
     # a band-limited, non-periodic signal sampled at a coarse step, upsampled 4x
     step, factor, n = 0.4, 4, 24
     k = np.array([0.21, 0.57, 0.9])  # 1/Å, below the scan's Nyquist of 1.25
-    signal = lambda y, x: sum(np.cos(2 * np.pi * (ki * y + 0.7 * ki * x) + i)
-                              for i, ki in enumerate(k)) + 3
+
+    def signal(y, x):
+        return sum(np.cos(2 * np.pi * (ki * y + 0.7 * ki * x) + i)
+                   for i, ki in enumerate(k)) + 3
     y, x = np.mgrid[0:n, 0:n] * step
     up = _fourier_upsample(signal(y, x), factor, (80, 80))
     yf, xf = np.mgrid[0:80, 0:80] * step / factor
@@ -368,8 +370,8 @@ def test_flyback_stretches_the_start_of_each_line_and_moves_the_truth_with_it():
     image, moved = acq.transform_with_coordinates(clean, [cols.coordinates])
     shift = moved[0][:, 1] - cols.coordinates[:, 1]
     early = cols.coordinates[:, 1] < 10
-    assert shift[early].mean() > 1.0 and np.abs(shift[~early & (cols.coordinates[:, 1] > 60)]
-                                                 ).max() < 0.02
+    late = ~early & (cols.coordinates[:, 1] > 60)
+    assert shift[early].mean() > 1.0 and np.abs(shift[late]).max() < 0.02
     # the moved coordinates are where the columns appear in the distorted image
     offsets = _column_offsets(image[0], moved[0], PIXEL)
     assert np.median(offsets) < 0.05
