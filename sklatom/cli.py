@@ -86,8 +86,9 @@ class _Console:
 
 
 @contextlib.contextmanager
-def _warnings_to(console):
-    """Show warnings raised inside the block as one-line messages on stderr."""
+def _warnings_to(console, item=None):
+    """Show warnings raised inside the block as one-line messages on stderr; a warning about
+    ``X[0]`` (the one image of the block) names ``item`` (its file) instead."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -97,6 +98,8 @@ def _warnings_to(console):
             for w in caught:
                 # a warning that names a keyword argument may say it as the CLI's option
                 text = getattr(w.message, "cli_message", None) or str(w.message)
+                if item is not None and text.startswith("X[0]"):
+                    text = f"{item}{text[len('X[0]'):]}"
                 if text not in seen and not issubclass(w.category, DeprecationWarning):
                     seen.add(text)
                     console.warn(text)
@@ -357,7 +360,7 @@ def _cmd_find_atoms(args):
         path, stem, outputs = job.path, job.stem, job.outputs
         t0 = time.perf_counter()
         try:
-            with _warnings_to(console):
+            with _warnings_to(console, item=path):
                 image, file_ps, meta = read_image(path, frame=args.frame)
                 if args.pixel_size is not None:
                     ps, source, known = args.pixel_size, "--pixel-size", True

@@ -7,6 +7,8 @@ what is expected). Meant to grow: every new case of bad input found in the wild 
 here.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -188,6 +190,48 @@ def test_the_cli_names_its_frame_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds 2 frames" in err and "Choose another with --frame N (N in 0..1)" in err
     assert "frame=" not in err
+
+
+STRUCTURELESS = {
+    "tiny": (np.random.default_rng(0).random((2, 2)), "is 2 x 2 px, too small to show an atom"),
+    "strip": (np.random.default_rng(0).random((3, 2048)), "is 3 x 2048 px, too small"),
+    "flat": (np.full((96, 96), 3.0), r"is constant \(every pixel 3\)"),
+    "faint": (5 + 1e-7 * np.random.default_rng(0).standard_normal((96, 96)),
+              "is nearly constant"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURELESS))
+def test_images_without_structure_give_no_atoms_in_a_pipeline(name):
+    from sklearn.pipeline import make_pipeline
+
+    from sklatom import load_pretrained
+    from sklatom.quality import ImageQualityWarning
+
+    image, message = STRUCTURELESS[name]
+    pipe = make_pipeline(load_pretrained().set_params(pixel_size=0.1), PeakFinder())
+    with pytest.warns(ImageQualityWarning, match=message):
+        (found,) = pipe.transform(image[np.newaxis])
+    assert len(found) == 0
+
+
+def test_images_without_structure_give_no_atoms_and_defects_in_the_cli(tmp_path, capsys):
+    import pandas as pd
+
+    paths = []
+    for name, (image, _) in sorted(STRUCTURELESS.items()):
+        paths.append(str(tmp_path / f"{name}.npy"))
+        np.save(paths[-1], image)
+    code = main(["find-atoms", *paths, "--output", str(tmp_path / "out"), "--pixel-size", "0.1",
+                 "--defects", "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    for name, (_, message) in STRUCTURELESS.items():
+        # the warning names the file, not the API's X[0]
+        assert re.search(re.escape(f"{tmp_path / name}.npy ") + message, err)
+        assert len(pd.read_csv(tmp_path / "out" / f"{name}_atoms.csv")) == 0
+        assert len(pd.read_csv(tmp_path / "out" / f"{name}_defects.csv")) == 0
+    assert "X[0]" not in err
 
 
 # --------------------------------------------------------------------------------------------
