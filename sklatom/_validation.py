@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from .exceptions import SklatomWarning  # noqa: F401 (re-exported; home: sklatom.exceptions)
+
 __all__ = ["check_image_batch", "check_pixel_size", "check_probability_maps",
            "check_images_for_maps", "split_maps_and_images", "stack_if_same_shape",
            "SklatomWarning"]
@@ -20,10 +22,6 @@ __all__ = ["check_image_batch", "check_pixel_size", "check_probability_maps",
 MAP_SUM_TOLERANCE = 1e-3
 #: More classes than this on the class axis of one map: it is a stack of images, not maps.
 MAX_CLASSES = 16
-
-
-class SklatomWarning(UserWarning):
-    """Base class of the warnings sklatom raises for recoverable oddities in the input."""
 
 
 def _as_array(a, name, ndim):

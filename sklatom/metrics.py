@@ -306,7 +306,7 @@ def atom_scores(pred, true, tolerance=1.0, pixel_size=None, per_class=False,
     zero_division : {"warn", 0.0, 1.0, np.nan}, default="warn"
         Value of precision when there are no predicted atoms and of recall when there are no
         true atoms. ``"warn"`` uses 1.0 (no false positives / nothing missed) and emits a
-        :class:`~sklatom._validation.SklatomWarning`. With 1.0, F1 is 1 when both are empty and
+        :class:`~sklatom.exceptions.SklatomWarning`. With 1.0, F1 is 1 when both are empty and
         0 when only one is.
     ignore_border : float, default=0.0
         Width of a "don't care" band along the image edge (Å if ``pixel_size`` is given, else

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ._validation import SklatomWarning
+from .exceptions import ImageQualityWarning  # noqa: F401 (re-exported; see exceptions)
 
 __all__ = ["ImageQuality", "ImageQualityWarning", "check_image", "MIN_REGION_AREA",
            "MIN_IMAGE_SIZE"]
@@ -27,10 +27,6 @@ MIN_IMAGE_SIZE = 2.0
 #: An image whose range is below this fraction of its typical magnitude is nearly constant:
 #: its contrast is at the float32 resolution of its values.
 NEAR_CONSTANT = 1e-5
-
-
-class ImageQualityWarning(SklatomWarning):
-    """An image, or part of it, shows nothing: saturated, clipped, blanked, constant, tiny."""
 
 
 @dataclass

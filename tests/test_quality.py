@@ -76,3 +76,21 @@ def test_constant_and_saturated_images_give_no_atoms(image):
     with pytest.warns(ImageQualityWarning, match="constant"):
         P = load_pretrained().transform(image[np.newaxis].astype(np.float32))
     assert len(PeakFinder().transform(P)[0]) == 0
+
+
+def test_the_warnings_have_one_home_and_one_base():
+    import warnings
+
+    import sklatom.exceptions as exceptions
+    from sklatom import quality
+    from sklatom._validation import SklatomWarning
+
+    assert quality.ImageQualityWarning is exceptions.ImageQualityWarning
+    assert SklatomWarning is exceptions.SklatomWarning
+    # a filter on sklatom's warnings applies to the quality ones too
+    from sklatom import load_pretrained
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", exceptions.SklatomWarning)
+        with pytest.raises(exceptions.ImageQualityWarning, match="constant"):
+            load_pretrained().transform(np.zeros((1, 64, 64), np.float32))
