@@ -46,11 +46,10 @@ import numpy as np
 
 from benchmarks import peers
 from benchmarks.classical import log_detect, plm_detect
+from sklatom.metrics import EDGE_BAND as IGNORE_BORDER, TOLERANCE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL_SIZE = 0.1  # Å/px, the pretrained model's sampling
-TOLERANCE = 0.5  # Å
-IGNORE_BORDER = 0.5  # Å
 LATTICES = ("graphene", "hBN", "MoS2", "SrTiO3-001")
 DOSES = (3e7, 5e6, 1e6, 3e5)  # e/Å², high to low
 SHIFT_DOSE = 5e6

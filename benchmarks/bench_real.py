@@ -209,13 +209,17 @@ def score_set(found, images, tolerance):
 
 # ------------------------------------------------------------------ sklatom
 
-@functools.lru_cache(maxsize=1)
-def _pretrained():
-    """The pretrained pipeline (:class:`sklatom.AtomFinder`), loaded once and run once
-    (warm-up, untimed)."""
+#: The model the benchmark runs: a pretrained name or a .safetensors path (``--model``).
+MODEL = "general"
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained(model=None):
+    """The pipeline (:class:`sklatom.AtomFinder`) of ``model`` (default :data:`MODEL`),
+    loaded once and run once (warm-up, untimed)."""
     from sklatom.finder import AtomFinder
 
-    finder = AtomFinder(device="cpu").fit()
+    finder = AtomFinder(model or MODEL, device="cpu").fit()
     finder.find(np.random.default_rng(0).random((1, 64, 64), dtype=np.float32))
     return finder
 
@@ -530,7 +534,12 @@ def main(argv=None):
                         help="also write real_overlay_<set>.png per set into --out; "
                              + PLOT_WARNING)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--model", default="general",
+                        help="pretrained name or .safetensors file to score (default: the "
+                             "shipped general model)")
     args = parser.parse_args(argv)
+    global MODEL
+    MODEL = args.model
 
     import torch
 
@@ -545,7 +554,11 @@ def main(argv=None):
                            log=lambda msg: print(msg, flush=True))
     except ValueError as exc:
         parser.error(str(exc))
-    with open(os.path.join(REPO, "sklatom", "models", "general.safetensors"), "rb") as f:
+    from sklatom.pretrained import PRETRAINED
+
+    model_file = (os.path.join(REPO, "sklatom", "models", PRETRAINED[args.model][0])
+                  if args.model in PRETRAINED else args.model)
+    with open(model_file, "rb") as f:
         model_sha = hashlib.sha256(f.read()).hexdigest()
     meta = dict(
         command="python benchmarks/bench_real.py " + " ".join(

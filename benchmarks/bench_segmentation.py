@@ -49,14 +49,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a scrip
 import peers  # noqa: E402
 
 from sklatom.datasets import make_lattice_images  # noqa: E402
-from sklatom.metrics import atom_scores  # noqa: E402
+from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores  # noqa: E402
 from sklatom.peaks import PeakFinder  # noqa: E402
 from sklatom.pretrained import GENERAL_LABELS, load_pretrained  # noqa: E402
 from sklatom.segmentation import FCNSegmenter  # noqa: E402
 from sklatom.simulation import AcquisitionModel, MultisliceSimulator  # noqa: E402
 
 PIXEL_SIZE = 0.1
-TOLERANCE = 0.5  # Å, as in the model card
 TRAIN_DOSES = (1e6, 2e6, 5e6, 1e7, 3e7)  # e/Å², as the pretrained model's
 
 
@@ -72,7 +71,7 @@ def held_out(lattice, size, n, seed, dose=5e6, defects="default"):
 
 def score(found, truth, images, with_classes=False):
     s = atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
-                    ignore_border=0.5, image_shape=[x.shape for x in images])
+                    ignore_border=EDGE_BAND, image_shape=[x.shape for x in images])
     return (s["f1"], s["rmse"]) + ((s["class_accuracy"],) if with_classes else ())
 
 

@@ -601,8 +601,6 @@ def _cmd_train(args):
 # --------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------
-#: Atoms whose centre is closer than this (Å) to the edge are also scored apart in the demo.
-BORDER = 0.5
 
 #: Demo images: (title, lattice, species of the general model's classes "light", "heavy").
 DEMO_IMAGES = (
@@ -617,7 +615,7 @@ def _cmd_demo(args):
     from .datasets import make_lattice_images
     from .finder import AtomFinder, atom_table
     from .io import write_csv_atomic
-    from .metrics import atom_scores
+    from .metrics import EDGE_BAND, TOLERANCE, atom_scores
     from .plotting import plot_atoms, plot_defects
     from .pretrained import GENERAL_LABELS
     from .simulation import AcquisitionModel, MultisliceSimulator
@@ -637,7 +635,7 @@ def _cmd_demo(args):
         finder = AtomFinder(segmenter).fit()
     classes = list(segmenter.classes_)
     ps = 0.1
-    tolerance = 0.5  # Å
+    tolerance, border = TOLERANCE, EDGE_BAND  # Å, the protocol of the model card
     rows = []
     for k, (title, lattice, species) in enumerate(DEMO_IMAGES):
         t0 = time.perf_counter()
@@ -658,7 +656,7 @@ def _cmd_demo(args):
         t_find = time.perf_counter() - t1
         s = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps)
         inner = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps,
-                            ignore_border=BORDER, image_shape=image.shape)
+                            ignore_border=border, image_shape=image.shape)
         labels, _, clf = _defects(coords, ["background", *species], ps, image.shape)
         true_labels, _, true_clf = _defects(truth, ["background", *species], ps, image.shape)
         names = dict(zip(classes[1:], species))
@@ -671,7 +669,7 @@ def _cmd_demo(args):
             f"within {tolerance} Å",
             f"   precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
             f"RMSE {s['rmse']:.3f} Å  class accuracy {s['class_accuracy']:.3f}",
-            f"   atoms >= {BORDER} Å inside the edge: precision {inner['precision']:.3f}  "
+            f"   atoms >= {border} Å inside the edge: precision {inner['precision']:.3f}  "
             f"recall {inner['recall']:.3f}  F1 {inner['f1']:.3f}  RMSE {inner['rmse']:.3f} Å",
         )
         found_cat = _catalogue_counts(clf, coords)

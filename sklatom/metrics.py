@@ -20,7 +20,15 @@ from scipy.spatial import cKDTree
 from ._validation import SklatomWarning, check_pixel_size
 
 __all__ = ["AtomMatch", "match_atoms", "atom_scores", "atom_report", "mask_to_coordinates",
-           "make_atom_scorer"]
+           "make_atom_scorer", "TOLERANCE", "EDGE_BAND"]
+
+#: The evaluation protocol of the benchmarks, the model card and the demo: a found atom matches
+#: a true one within ``TOLERANCE`` Å (the label radius) ...
+TOLERANCE = 0.5
+#: ... and atoms within ``EDGE_BAND`` Å of the image edge are "don't care" (a column cut by the
+#: edge is only partly visible): ``atom_scores(..., tolerance=TOLERANCE,
+#: ignore_border=EDGE_BAND)``.
+EDGE_BAND = 0.5
 
 AtomMatch = namedtuple("AtomMatch", ["pred_index", "true_index", "distance"])
 AtomMatch.__doc__ = """Result of :func:`match_atoms`.
