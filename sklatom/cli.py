@@ -542,6 +542,8 @@ def load_simulated(path):
 # train
 # --------------------------------------------------------------------------------------------
 def _cmd_train(args):
+    from sklearn.base import clone
+
     from .io import atomic_path
     from .segmentation import FCNSegmenter, check_sampling
 
@@ -568,16 +570,16 @@ def _cmd_train(args):
     settings = dict(max_epochs=args.epochs, patch_size=patch, training_pixel_size=ps,
                     validation_fraction=0.1 if n >= 2 else None, lr_schedule="cosine",
                     verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
-    if args.init:  # fine-tune a fitted model: same classes and architecture, new data
-        seg = _load_model(args.init)
-        if len(seg.classes_) != len(data["classes"]):
+    if args.init:  # fine-tune a fitted model: its parameters, classes and architecture
+        init = _load_model(args.init)
+        if len(init.classes_) != len(data["classes"]):
             raise UserError(
-                f"--init {args.init} has classes {seg.classes_} but {args.data} has "
+                f"--init {args.init} has classes {init.classes_} but {args.data} has "
                 f"{data['classes']}; simulate the data with matching labels (e.g. --labels "
                 "general for the pretrained model)")
-        patch -= patch % 2 ** seg.module__depth
-        seg.set_params(warm_start=True, lr=args.lr if args.lr else seg.lr / 4,
-                       **{**settings, "patch_size": patch})
+        patch -= patch % init.net_.module_.size_multiple
+        seg = clone(init).set_params(init_model=args.init, lr=args.lr if args.lr else init.lr / 4,
+                                     **{**settings, "patch_size": patch})
         what = f"fine-tuning {args.init}"
     else:
         seg = FCNSegmenter(module__base_filters=args.base_filters, classes=data["classes"],

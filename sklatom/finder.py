@@ -7,8 +7,6 @@ classes checked against column intensities, and the warnings about what an image
 instead of composing the steps themselves.
 """
 
-import os
-
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -32,19 +30,11 @@ def load_model(model, device="auto"):
     -------
     segmenter : FCNSegmenter
     """
-    from .pretrained import PRETRAINED, load_pretrained
-    from .segmentation import FCNSegmenter
+    from .segmentation import FCNSegmenter, _load_model
 
     if isinstance(model, FCNSegmenter):
         return model
-    if isinstance(model, str) and model in PRETRAINED:
-        return load_pretrained(model, device=device)
-    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
-        return FCNSegmenter.load(model, device=device)
-    raise ValueError(
-        f"model={model!r} is neither a pretrained model ({', '.join(sorted(PRETRAINED))}), an "
-        "existing model file (.safetensors written by FCNSegmenter.save or 'sklatom train') "
-        "nor a fitted FCNSegmenter")
+    return _load_model(model, "model", device=device)
 
 
 class AtomFinder(BaseEstimator):

@@ -9,6 +9,7 @@ background.
 
 import functools
 import hashlib
+import inspect
 import itertools
 import json
 import numbers
@@ -312,6 +313,61 @@ def _digest(config_without_digest, tensors):
     return h.hexdigest()
 
 
+#: ``module__`` settings that make the network: fine-tuning keeps them (dropout may change).
+_ARCHITECTURE = ("depth", "base_filters", "dilation", "batch_norm", "space_to_depth")
+
+
+def _load_model(model, name="model", device="auto"):
+    """A fitted :class:`FCNSegmenter` from a pretrained model name or a ``.safetensors`` file
+    written by :meth:`FCNSegmenter.save`; ``name`` is the argument named in the errors."""
+    from .pretrained import PRETRAINED, load_pretrained
+
+    if isinstance(model, str) and model in PRETRAINED:
+        return load_pretrained(model, device=device)
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
+        return FCNSegmenter.load(model, device=device)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a pretrained model name or a path to a .safetensors "
+                        f"file; got {type(model).__name__}")
+    raise ValueError(
+        f"{name}={os.fspath(model)!r} is neither a pretrained model (available: "
+        f"{', '.join(sorted(PRETRAINED))}) nor an existing model file (.safetensors written by "
+        "FCNSegmenter.save or 'sklatom train')")
+
+
+def _network_settings(fitted):
+    """Classes, ``module__`` settings and training pixel size of a fitted segmenter."""
+    settings = {f"module__{k}": getattr(fitted.net_, f"module__{k}")
+                for k in (*_ARCHITECTURE, "dropout")}
+    settings["classes"] = list(fitted.classes_)
+    settings["training_pixel_size"] = fitted.pixel_size_
+    return settings
+
+
+def _check_fine_tuning(source, what, classes, module_kwargs, pixel_size=None, same_names=False):
+    """Refuse settings under which the weights of ``source`` cannot go on training.
+
+    The number of classes (with ``same_names`` also their names) and the architecture must be
+    those of ``source``'s network, and ``pixel_size`` (unless None) its training pixel size.
+    """
+    theirs = _network_settings(source)
+    if len(classes) != len(theirs["classes"]) or (same_names and classes != theirs["classes"]):
+        raise ValueError(
+            f"{what}: the fit would have {len(classes)} classes {classes} but the network to "
+            f"fine-tune has {len(theirs['classes'])} {theirs['classes']}; fine-tuning keeps the "
+            "classes")
+    differ = [f"module__{k}={module_kwargs[k]!r} (the network's: {theirs['module__' + k]!r})"
+              for k in _ARCHITECTURE if module_kwargs[k] != theirs[f"module__{k}"]]
+    if differ:
+        raise ValueError(f"{what}: {', '.join(differ)}; fine-tuning keeps the architecture")
+    trained = theirs["training_pixel_size"]
+    if pixel_size is not None and trained is not None and not np.isclose(pixel_size, trained):
+        raise ValueError(
+            f"{what}: training_pixel_size={pixel_size} Å/px but the network was trained at "
+            f"{trained} Å/px; fine-tuning keeps the sampling (resample the images to {trained} "
+            "Å/px, e.g. with skimage.transform.rescale, and leave training_pixel_size=None)")
+
+
 class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Segment atomic-resolution images into classes with a U-Net (skorch + PyTorch).
 
@@ -407,10 +463,23 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Make :meth:`transform` return ``(proba, X)`` so that the next step of a pipeline also
         gets the raw images (for sub-pixel refinement on intensities or intensity
         descriptors).
+    init_model : str, path-like or None, default=None
+        Fine-tune a saved model: a pretrained name (:data:`sklatom.pretrained.PRETRAINED`, e.g.
+        "general") or a ``.safetensors`` file written by :meth:`save` (loaded with
+        :meth:`load`, which executes no code). ``fit`` then starts from its weights and uses its
+        classes, its ``module__`` settings and its training pixel size (and, like every model,
+        the same input normalisation); those parameters left at their defaults take the init
+        model's values (``module__dropout`` set to another value is used), and one set to a
+        different value raises a ValueError, as do masks with labels beyond its classes. The
+        other parameters (``lr``, ``max_epochs``, ``patch_size``, ...) are this estimator's.
+        Being a parameter, it survives :func:`sklearn.base.clone`: ``GridSearchCV`` and
+        ``cross_validate`` fine-tune the model in every fit. None: a new network.
     warm_start : bool, default=False
         When True and the estimator is already fitted (e.g. a pretrained model), ``fit``
         continues from the current weights (fine-tuning) instead of a fresh network. The new
-        data must have the same number of classes and the same ``module__`` settings.
+        data must have the same number of classes and the same ``module__`` settings. With
+        ``init_model`` too, a fitted estimator continues from its own weights, not the init
+        model's (a clone, being unfitted, starts from the init model).
     n_jobs : int or None, default=None
         Images predicted in parallel threads (None = 1), sharing the network; the maps equal
         those of ``n_jobs=1``. Torch also uses its own threads inside each image
@@ -494,6 +563,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         device="auto",
         verbose=1,
         passthrough_images=False,
+        init_model=None,
         warm_start=False,
         n_jobs=None,
         random_state=None,
@@ -524,6 +594,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.device = device
         self.verbose = verbose
         self.passthrough_images = passthrough_images
+        self.init_model = init_model
         self.warm_start = warm_start
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -562,9 +633,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     # ----------------------------------------------------------------------------------------
     # helpers
-    def _module_kwargs(self):
-        kw = {k[len("module__"):]: v for k, v in self.get_params(deep=False).items()
-              if k.startswith("module__")}
+    def _module_kwargs(self, params=None):
+        """The ``module__`` settings of ``params`` (default: this estimator's), checked."""
+        params = self.get_params(deep=False) if params is None else params
+        kw = {k[len("module__"):]: v for k, v in params.items() if k.startswith("module__")}
         for key in ("depth", "base_filters", "dilation", "space_to_depth"):
             v = kw[key]
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
@@ -582,31 +654,33 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             raise ValueError(f"{name} must be an integer >= {low}; got {v!r}")
         return int(v)
 
-    def _resolve_classes(self, masks):
+    def _resolve_classes(self, masks, classes, origin=""):
+        """Class names from ``classes`` (the parameter, or the init model's, as told by
+        ``origin``), or from the labels of ``masks`` when it is None."""
         max_label = max(int(m.max()) if m.size else 0 for m in masks)
         if max_label <= 0:
             warnings.warn(
                 "y holds no foreground: every label is 0 (background) or -1 (ignored), so the "
                 "model will learn to find nothing; label the atoms in the masks (1, 2, ... by "
                 "class)", SklatomWarning, stacklevel=3)
-        if self.classes is None:
+        if classes is None:
             _check_label_values(masks, max_label)
             n = max(2, max_label + 1)
             return ["background"] + [f"class_{i}" for i in range(1, n)]
-        if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
+        if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError(
                 f"classes must be a list of class names (str) indexed by label value; got "
-                f"{self.classes!r}"
+                f"{classes!r}"
             )
-        classes = list(self.classes)
+        classes = list(classes)
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise ValueError(
                 f"classes must hold at least 2 distinct names (background first); got {classes!r}"
             )
         if max_label >= len(classes):
             raise ValueError(
-                f"y contains label {max_label} but classes has only {len(classes)} names "
-                f"{classes!r}; labels must be < len(classes)"
+                f"y contains label {max_label} but classes{origin} has only {len(classes)} "
+                f"names {classes!r}; labels must be < len(classes)"
             )
         return classes
 
@@ -706,7 +780,9 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         images = check_image_batch(X, "X")
         masks = _check_masks(y, images)
-        module_kwargs = self._module_kwargs()
+        source = self._fine_tuning_source()
+        params = self._fit_settings(source)
+        module_kwargs = self._module_kwargs(params)
         multiple = module_kwargs["space_to_depth"] * 2 ** module_kwargs["depth"]
         patch_size = self._check_int("patch_size")
         if patch_size % multiple:
@@ -725,9 +801,12 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"augment_zoom must be a pair (low, high) with 0 < low <= high; "
                 f"got {self.augment_zoom!r}"
             )
-        classes = self._resolve_classes(masks)
+        origin = ""
+        if self.init_model is not None and self.classes is None:
+            origin = f" (those of init_model={os.fspath(self.init_model)!r})"
+        classes = self._resolve_classes(masks, params["classes"], origin)
         n_classes = len(classes)
-        pixel_size_ = check_sampling(self.training_pixel_size, "training_pixel_size")
+        pixel_size_ = check_sampling(params["training_pixel_size"], "training_pixel_size")
         device = _resolve_device(self.device)
         seed = _seed_from(self.random_state)
         norm = [_normalise(im, f"X[{i}]") for i, im in enumerate(images)]
@@ -771,14 +850,14 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                                 bool(self.augment), zoom)
         class_weights = self._class_weights(train_masks, n_classes)
 
-        previous = self._warm_start_weights(n_classes, module_kwargs)
+        previous = self._start_weights(source, classes, module_kwargs, pixel_size_)
         devices = [torch.cuda.current_device()] if str(device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             net = self._make_net(n_classes, module_kwargs, train_split, class_weights, device)
             if previous is None:
                 net.fit(dataset, None)
-            else:  # fine-tune: start from the fitted weights
+            else:  # fine-tune: start from the fitted or the init model's weights
                 net.initialize()
                 net.module_.load_state_dict(previous)
                 net.partial_fit(dataset, None)
@@ -790,25 +869,41 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.device_ = str(device)
         return self
 
+    def _fine_tuning_source(self):
+        """The fitted segmenter ``fit`` starts from: this one (``warm_start`` and fitted), the
+        loaded ``init_model``, or None (a new network)."""
+        if self.warm_start and hasattr(self, "net_"):
+            return self
+        if self.init_model is None:
+            return None
+        return _load_model(self.init_model, "init_model", device="cpu")
+
+    def _fit_settings(self, source):
+        """The parameters ``fit`` uses: with an ``init_model``, the classes, ``module__``
+        settings and training pixel size left at their defaults are those of ``source``."""
+        params = self.get_params(deep=False)
+        if source is None or self.init_model is None:
+            return params
+        defaults = {name: p.default
+                    for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        for key, value in _network_settings(source).items():
+            mine, default = params[key], defaults[key]
+            if mine is default or (type(mine) is type(default) and mine == default):
+                params[key] = value
+        return params
+
+    def _start_weights(self, source, classes, module_kwargs, pixel_size):
+        """The weights of ``source`` (None: a new network), checked against the settings."""
+        if source is None:
+            return None
+        init = self.init_model is not None
+        what = "warm_start" if source is self else f"init_model={os.fspath(self.init_model)!r}"
+        _check_fine_tuning(source, what, classes, module_kwargs,
+                           pixel_size if init else None, same_names=init)
+        return {k: v.detach().clone() for k, v in source.net_.module_.state_dict().items()}
+
     # ----------------------------------------------------------------------------------------
     # prediction
-    def _warm_start_weights(self, n_classes, module_kwargs):
-        """The current weights when fine-tuning (``warm_start`` and fitted), else None."""
-        if not (self.warm_start and hasattr(self, "net_")):
-            return None
-        if n_classes != self.n_classes_:
-            raise ValueError(
-                f"warm_start: the masks give {n_classes} classes but the fitted network has "
-                f"{self.n_classes_} ({self.classes_}); fine-tuning keeps the classes")
-        fitted = self.net_.module_
-        if (fitted.depth, fitted.dilation, fitted.space_to_depth) != (
-                module_kwargs["depth"], module_kwargs["dilation"],
-                module_kwargs["space_to_depth"]):
-            raise ValueError(
-                "warm_start: module__depth/module__dilation/module__space_to_depth differ from "
-                "the fitted network's; fine-tuning keeps the architecture")
-        return {k: v.detach().clone() for k, v in fitted.state_dict().items()}
-
     def _tile_geometry(self):
         module = self.net_.module_
         multiple = module.size_multiple
@@ -1030,7 +1125,13 @@ ndarray of shape (n_classes, height_i, width_i)
     # ----------------------------------------------------------------------------------------
     # persistence without pickle
     def _json_params(self):
+        """The parameters as JSON values; ``module__`` settings those of the fitted network
+        (an ``init_model`` may have set them)."""
         params = self.get_params(deep=False)
+        params.update({k: v for k, v in _network_settings(self).items()
+                       if k.startswith("module__")})
+        if params["init_model"] is not None:
+            params["init_model"] = os.fspath(params["init_model"])
         params["optimizer"] = _optimizer_name(params["optimizer"])
         if params["augment_zoom"] is not None:
             params["augment_zoom"] = [float(z) for z in params["augment_zoom"]]
