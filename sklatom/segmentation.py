@@ -47,6 +47,8 @@ NORMALISATION = {"center": "median", "low_percentile": 0.5, "high_percentile": 9
 PIXEL_SIZE_RANGE = (0.05, 0.5)
 #: Label of "don't care" pixels in training masks: they count neither way in the loss.
 IGNORE_LABEL = -1
+#: Fewest patches an epoch draws with ``patches_per_epoch=None`` (64 batches of 8).
+MIN_PATCHES_PER_EPOCH = 512
 
 
 def check_sampling(pixel_size, name="pixel_size", allow_none=True):
@@ -410,7 +412,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Smaller images are reflect-padded.
     patches_per_epoch : int or None, default=None
         Patches drawn per epoch. None: enough to cover the training images once
-        (``ceil(total area / patch_size ** 2)``), and at least ``batch_size``.
+        (``ceil(total area / patch_size ** 2)``), and at least 512 (and ``batch_size``), so that
+        a small training set gets enough optimizer steps per epoch: two 256 x 256 px images
+        (three, one held out for validation) are covered by 8 patches, one batch, and 3 such
+        epochs learn nothing (atom F1 0.0 on MoS2; 1.0 with 512 patches per epoch).
     validation_fraction : float or None, default=0.1
         Fraction of the training images (whole images, not stratified, at least one) held out
         to compute ``valid_loss`` for early stopping and the learning-rate schedule. Their
@@ -843,7 +848,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         batch_size = self._check_int("batch_size")
         if self.patches_per_epoch is None:
             area = sum(im.size for im in train_images)
-            n_patches = max(batch_size, -(-area // patch_size**2))
+            n_patches = max(batch_size, MIN_PATCHES_PER_EPOCH, -(-area // patch_size**2))
         else:
             n_patches = self._check_int("patches_per_epoch")
         dataset = _PatchDataset(train_images, train_masks, patch_size, n_patches, seed,

@@ -319,7 +319,8 @@ def test_train_then_find_atoms_with_the_model(tmp_path, simulated, capsys):
 
     model = tmp_path / "tiny.safetensors"
     proc = run_cli("train", simulated[0], "--output", model, "--epochs", "1",
-                   "--base-filters", "4", "--patch-size", "16", "--quiet")
+                   "--base-filters", "4", "--patch-size", "16", "--quiet",
+                   env={"OMP_NUM_THREADS": "1"})  # 512 tiny patches: one torch thread is fastest
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     seg = FCNSegmenter.load(model)
@@ -336,6 +337,7 @@ def test_train_then_find_atoms_with_the_model(tmp_path, simulated, capsys):
     assert "exists; use --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # 512 tiny patches per epoch
 def test_train_init_fine_tunes_a_model(tmp_path, simulated, capsys):
     import torch
 
