@@ -353,7 +353,13 @@ def test_train_init_fine_tunes_a_model(tmp_path, simulated, capsys):
     assert b.classes_ == a.classes_ and b.module__base_filters == 4  # same network, retrained
     wa, wb = a.net_.module_.state_dict(), b.net_.module_.state_dict()
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
-    # the pretrained model has light/heavy classes; these data are C/Si/background (3 too),
+    assert b.init_model == str(base)  # the fine-tuned file records where it started
+    # the pretrained model has light/heavy classes; these data are C/Si/background (3 too).
+    # Its patches are multiples of 16 px (space_to_depth 2, depth 3): 24 px rounds down to 16
+    general = tmp_path / "general.safetensors"
+    assert main(["train", str(simulated[0]), "--init", "general", "--output", str(general),
+                 "--epochs", "1", "--patch-size", "24", "--quiet"]) == 0
+    assert FCNSegmenter.load(general).patch_size == 16
     # but a 2-class data set cannot fine-tune it
     two = tmp_path / "two.npz"
     with np.load(simulated[0]) as data:
