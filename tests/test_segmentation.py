@@ -29,7 +29,7 @@ from sklatom._augment import augment_intensity, random_patch
 from sklatom._unet import UNet, _on_mkldnn, inference_copy, receptive_field
 from sklatom._validation import SklatomWarning
 from sklatom.datasets import make_lattice_images
-from sklatom.metrics import atom_scores
+from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores
 from sklatom.peaks import PeakFinder
 from sklatom.segmentation import FCNSegmenter, _digest
 
@@ -118,7 +118,7 @@ def test_default_patches_per_epoch_trains_a_small_set():
     X_test, _, coords = make_lattice_images(2, "MoS2", shape=(128, 128), random_state=99)
     seg = FCNSegmenter(patch_size=64, max_epochs=3, verbose=0, random_state=0).fit(X, y)
     found = PeakFinder().transform(seg.transform(X_test))
-    s = atom_scores(found, coords, tolerance=0.5, pixel_size=0.1, ignore_border=0.5,
+    s = atom_scores(found, coords, tolerance=TOLERANCE, pixel_size=0.1, ignore_border=EDGE_BAND,
                     image_shape=[x.shape for x in X_test])
     assert s["f1"] >= 0.9, s
 
