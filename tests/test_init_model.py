@@ -40,6 +40,25 @@ def parameters(seg):
     return {k: v.detach().clone() for k, v in seg.net_.module_.named_parameters()}
 
 
+def test_fine_tuning_keeps_the_batch_norm_statistics(model_file, data):
+    # a few images must not replace what the init model learned of its whole training set
+    X, y = data
+    saved = FCNSegmenter.load(model_file)
+    seg = FCNSegmenter(init_model=model_file, **{**TRAIN, "lr": 1e-3}, max_epochs=2,
+                       validation_fraction=None, random_state=1).fit(X[:2] * 3 + 1, y[:2])
+    buffers = dict(seg.net_.module_.named_buffers())
+    norms = [k for k in buffers if k.endswith("running_mean") or k.endswith("running_var")]
+    assert norms
+    for key, value in saved.net_.module_.named_buffers():
+        if key in norms:
+            torch.testing.assert_close(buffers[key], value)
+    assert any(not torch.equal(a, b) for a, b in zip(parameters(seg).values(),
+                                                      parameters(saved).values()))
+    # and the layers keep their momentum for a later training from scratch
+    assert all(m.momentum == 0.1 for m in seg.net_.module_.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+
+
 def test_fit_starts_from_the_init_model_weights(model_file, data, tmp_path):
     X, y = data
     saved = FCNSegmenter.load(model_file)

@@ -402,6 +402,9 @@ def test_bad_training_input(data):
         clone(seg).set_params(class_weight=[1.0, 2.0]).fit(X, y)
     with pytest.raises(ValueError, match="y is None"):
         seg.fit(X, None)
+    for patience in (-1, 2.5, True):
+        with pytest.raises(ValueError, match=r"early_stopping_patience must be an int >= 1"):
+            clone(seg).set_params(early_stopping_patience=patience).fit(X, y)
     # integral floats are accepted as labels
     clone(seg).fit(X[:2], y[:2].astype(float))
 
