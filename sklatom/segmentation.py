@@ -1042,9 +1042,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
         Saturated, clipped, blanked and constant regions (:func:`sklatom.quality.check_image`)
         are background, and an image without usable structure is background everywhere; each
-        finding is reported in an :class:`~sklatom.exceptions.ImageQualityWarning`. The image is
-        resampled to the training sampling first and normalised there, as the training
-        images were.
+        finding is reported in an :class:`~sklatom.exceptions.ImageQualityWarning`; such
+        regions are filled with the median of the rest before normalising, so that the rest
+        keeps its contrast. The image is resampled to the training sampling first and
+        normalised there, as the training images were.
         """
         shape = img.shape
         sampling = self.pixel_size_ * factor if self.pixel_size_ else None
@@ -1055,7 +1056,10 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             p = np.zeros((self.n_classes_,) + shape, dtype=np.float32)
             p[0] = 1.0
             return p
-        x = img if factor == 1.0 else resample_image(img, resampled_shape(shape, factor))
+        x = img
+        if quality.dead.any():  # normalised by what the live part shows, not by the patch
+            x = np.where(quality.dead, np.median(img[~quality.dead]), img).astype(img.dtype)
+        x = x if factor == 1.0 else resample_image(x, resampled_shape(shape, factor))
         p = self._predict_normalised(_normalise(x, f"X[{i}]"), module)
         if p.shape[1:] != shape:
             p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
