@@ -215,6 +215,16 @@ def test_images_without_structure_give_no_atoms_in_a_pipeline(name):
     assert len(found) == 0
 
 
+@pytest.mark.parametrize("noise", ["uniform", "normal"])
+def test_noise_without_a_specimen_gives_no_atoms(noise):
+    # the case: uniform noise gave 87 atoms without a warning (the model of then)
+    from sklatom import AtomFinder
+
+    image = getattr(np.random.default_rng(3), noise)(size=(1, 256, 256))
+    (found,), _ = AtomFinder(pixel_size=0.1).fit().find(image)
+    assert len(found) == 0
+
+
 def test_images_without_structure_give_no_atoms_and_defects_in_the_cli(tmp_path, capsys):
     import pandas as pd
 
