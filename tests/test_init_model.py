@@ -52,8 +52,8 @@ def test_fine_tuning_keeps_the_batch_norm_statistics(model_file, data):
     for key, value in saved.net_.module_.named_buffers():
         if key in norms:
             torch.testing.assert_close(buffers[key], value)
-    assert any(not torch.equal(a, b) for a, b in zip(parameters(seg).values(),
-                                                      parameters(saved).values()))
+    tuned, start = parameters(seg), parameters(saved)
+    assert any(not torch.equal(tuned[k], start[k]) for k in start)
     # and the layers keep their momentum for a later training from scratch
     assert all(m.momentum == 0.1 for m in seg.net_.module_.modules()
                if isinstance(m, torch.nn.BatchNorm2d))
