@@ -147,7 +147,8 @@ def _columns_with_states(atoms, shape, ps, settings, acq, class_of, policy):
     if policy == "visible" and dark_field and len(names):
         states = column_visibility(
             atoms, pos, members, settings, acq.dose, acq.blur, dark_counts=acq.dark_counts,
-            pedestal=acq.pedestal, read_noise=acq.read_noise).state
+            pedestal=acq.pedestal, read_noise=acq.read_noise, diffuse=acq.diffuse,
+            diffuse_length=acq.diffuse_length).state
     keep = states != "hidden"
     table = np.column_stack([pos, classes, states == "uncertain"])[keep].reshape(-1, 4)
     names, roles = names[keep], roles[keep]

@@ -33,7 +33,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .simulation import _cross_sections, _fine_grid, _incoherent_kernel, _simulate_incoherent
+from .simulation import (_cross_sections, _fine_grid, _incoherent_kernel, _simulate_incoherent,
+                         spread_diffuse)
 from .structures import ROLES
 
 __all__ = ["ColumnVisibility", "column_visibility", "uncertain_sites", "SNR_VISIBLE",
@@ -83,7 +84,7 @@ def _sample(image, positions):
 
 
 def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_counts=0.0,
-                      pedestal=0.0, read_noise=0.0):
+                      pedestal=0.0, read_noise=0.0, diffuse=0.0, diffuse_length=3.0):
     """Decide which columns an image of ``atoms`` shows.
 
     Parameters
@@ -106,6 +107,10 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
         The recording's detector noise (see :class:`~sklatom.simulation.AcquisitionModel`):
         dark counts per pixel, a pedestal relative to the mean signal, both with shot noise,
         and Gaussian read noise in counts.
+    diffuse, diffuse_length : float, default=0.0, 3.0
+        The fraction of the signal the recording spreads over ``diffuse_length`` Å
+        (``AcquisitionModel(diffuse=...)``): it lowers each column's peak and raises the
+        floor (and its shot noise) under a crystal.
 
     Returns
     -------
@@ -124,6 +129,8 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
                                          settings["defocus"], settings["Cs"], h))
     if blur:
         spot = ndimage.gaussian_filter(spot, blur / h, mode="constant")
+    if diffuse:  # a spot's share that the plateau takes (its peak there is negligible)
+        spot = (1.0 - diffuse) * spot
     amplitude = sigma_col * spot.max() / h**2
     k2 = float((spot**2).sum()) / h**2  # integral of the spot squared, 1/Å²
     # the spot's width: a Gaussian of the same full width at half maximum
@@ -138,6 +145,7 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
     if blur:
         total = ndimage.gaussian_filter(total, blur / ps, mode="reflect")
         background = ndimage.gaussian_filter(background, blur / ps, mode="reflect")
+    total = spread_diffuse(total, diffuse, diffuse_length / ps)
     under = np.maximum(_sample(total, positions), amplitude)
     # texture: the amorphous image's local fluctuation, seen through the column's spot
     window = TEXTURE_WINDOW / ps

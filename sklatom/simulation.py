@@ -638,6 +638,19 @@ def _fft_convolve_centered(image, kernel):
 
 
 # --------------------------------------------------------------------------------------------
+def spread_diffuse(image, fraction, length):
+    """``image`` with ``fraction`` of its intensity spread by a Gaussian of ``length`` px.
+
+    The total intensity is kept; a column's peak drops by about ``fraction`` and the spread
+    part forms a plateau under the crystal it came from. Used by :class:`AcquisitionModel`
+    (``diffuse``) and by :func:`sklatom.groundtruth.column_visibility`.
+    """
+    if not fraction:
+        return image
+    wide = ndimage.gaussian_filter(image, length, mode="reflect")
+    return (1.0 - fraction) * image + fraction * wide
+
+
 class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Turn noise-free images into recorded ones: dose, noise, blur, scan distortion.
 
@@ -666,6 +679,13 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         then stand on a bright, noisy floor. Ignored when ``dose`` is None.
     blur : float, default=0.0
         Standard deviation in Å of a Gaussian blur (finite source size, defocus spread).
+    diffuse : float, default=0.0
+        Fraction of the signal spread over ``diffuse_length`` around where it arises (probe
+        tails, beam spreading and thermal diffuse scattering in thick specimens), in [0, 1):
+        the columns of a crystal or particle then stand on a bright plateau that follows its
+        thickness, and their contrast drops by that fraction.
+    diffuse_length : float, default=3.0
+        Standard deviation in Å of the Gaussian that spreads the ``diffuse`` fraction.
     scan_jitter : float, default=0.0
         Standard deviation in Å of a random shift of each scan line along the fast scan
         direction (columns).
@@ -722,6 +742,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         dark_counts=0.0,
         pedestal=0.0,
         blur=0.0,
+        diffuse=0.0,
+        diffuse_length=3.0,
         scan_jitter=0.0,
         drift=(0.0, 0.0),
         random_drift=True,
@@ -743,6 +765,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         self.dark_counts = dark_counts
         self.pedestal = pedestal
         self.blur = blur
+        self.diffuse = diffuse
+        self.diffuse_length = diffuse_length
         self.scan_jitter = scan_jitter
         self.drift = drift
         self.random_drift = random_drift
@@ -780,8 +804,9 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                      "background_texture",
                      "scan_noise", "flyback"):
             _check_number(getattr(self, name), name, 0.0, 1e6, "(non-negative)")
-        for name in ("background_length", "flyback_length"):
+        for name in ("background_length", "flyback_length", "diffuse_length"):
             _check_number(getattr(self, name), name, 1e-3, 1e6, "Å")
+        _check_number(self.diffuse, "diffuse", 0.0, 0.99, "(a fraction of the signal)")
         if self.saturation is not None:
             _check_number(self.saturation, "saturation", 1e-12, 1e15, "(output units)")
         _check_number(self.contrast, "contrast", 1e-9, 1e12, "")
@@ -857,6 +882,8 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
                                       flyback / ps, self.flyback_length / ps)
         if self.blur:
             image = ndimage.gaussian_filter(image, self.blur / ps, mode="reflect")
+        if self.diffuse:
+            image = spread_diffuse(image, self.diffuse, self.diffuse_length / ps)
         if self.background:
             image = image + self._background(image, rng)
         if self.background_texture:

@@ -59,6 +59,22 @@ def test_detector_noise_counts_against_the_signal():
     np.testing.assert_allclose(floor.contrast, clean.contrast)
 
 
+def test_a_diffuse_plateau_lowers_the_signal_of_every_column():
+    graphene = make_structure("graphene", (16.0, 16.0), defects=None, random_state=1)
+    settings = MultisliceSimulator(method="incoherent")._settings()
+    pos, _, _, members = find_columns(graphene, 0.1)
+    clean = column_visibility(graphene, pos, members, settings, 1e6, 0.1)
+    spread = column_visibility(graphene, pos, members, settings, 1e6, 0.1, diffuse=0.6)
+    # the peak keeps 40 % of its height, and the shot noise under it falls less (the plateau
+    # fills the gaps): SNR about half (0.51 when measured)
+    np.testing.assert_allclose(spread.amplitude, 0.4 * clean.amplitude, rtol=1e-6)
+    assert np.all(spread.snr < 0.6 * clean.snr) and np.all(spread.snr > 0.4 * clean.snr)
+    np.testing.assert_allclose(spread.contrast, clean.contrast)
+    # at a dose where the clean lattice is just visible, the spread one is not
+    faint = column_visibility(graphene, pos, members, settings, 1.5e5, 0.1, diffuse=0.6)
+    assert np.all(faint.state != "visible")
+
+
 def test_amorphous_atoms_are_never_columns_and_their_texture_hides_light_adatoms():
     heavy = make_scene("single_atoms", (30.0, 30.0), random_state=2, support="C",
                        element="Pt", thickness=60.0, adatom_density=0.004)

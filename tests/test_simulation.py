@@ -343,6 +343,24 @@ def test_dark_counts_make_vacuum_flat_poisson_noise():
         assert np.all(rec == np.round(rec))
 
 
+def test_diffuse_scattering_puts_the_columns_on_a_plateau():
+    # a 2 x 2 nm "particle" of columns 2 Å apart in a 6 nm field of vacuum
+    image = np.zeros((1, 600, 600), dtype=np.float32)
+    image[0, 200:400:20, 200:400:20] = 1.0
+    sharp = AcquisitionModel(dose=None, blur=0.3).transform(image)[0]
+    spread = AcquisitionModel(dose=None, blur=0.3, diffuse=0.6,
+                              diffuse_length=5.0).transform(image)[0]
+    assert spread.sum() == pytest.approx(sharp.sum(), rel=1e-4)  # intensity is kept
+    # columns keep 40 % of their peak over a floor between them; the vacuum stays dark
+    column, between = (300, 300), (310, 310)  # in the middle of the particle
+    assert (spread[column] - spread[between]) / (sharp[column] - sharp[between]) == \
+        pytest.approx(0.4, abs=0.02)
+    assert spread[between] > 10 * sharp[between]
+    assert spread[20, 20] < 1e-3 * spread[210, 210]
+    with pytest.raises(ValueError, match="diffuse=1.0"):
+        AcquisitionModel(diffuse=1.0).transform(image)
+
+
 def test_scan_noise_makes_rows_differ_and_saturation_clips():
     flat = np.full((1, 64, 64), 0.01, dtype=np.float32)
     rows = AcquisitionModel(dose=None, scan_noise=0.05, random_state=0).transform(flat)[0]
