@@ -387,9 +387,7 @@ def test_train_rejects_a_bad_data_file(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    t0 = time.perf_counter()
     proc = run_cli("demo", "--output", tmp_path / "demo", "--model", MODEL, timeout=600)
-    seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for title in ("graphene", "MoS2"):
@@ -400,7 +398,6 @@ def test_demo_end_to_end(tmp_path):
           if line.strip().startswith("precision")]
     assert len(f1) == 2 and min(f1) > 0.8, out
     assert "RMSE" in out and "defects" in out and "light = C, heavy = Si" in out
-    assert seconds < 180, f"the demo took {seconds:.0f} s"
     # rerunning without --overwrite refuses before simulating anything
     again = run_cli("demo", "--output", tmp_path / "demo", "--model", MODEL)
     assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -8,7 +8,6 @@ within ``TOL`` Å of the planted position (half the generator's minimum defect s
 
 import doctest
 import pickle
-import time
 from collections import Counter
 
 import matplotlib
@@ -581,8 +580,9 @@ def test_sklearn_contract(fitted):
         list(a) for a in clf.predict([cols.coordinates])]
 
 
-def test_scales_linearly():
-    """50k atoms of graphene in a few seconds (the benchmark does 1e6)."""
+def test_a_large_lattice_is_analysed_in_one_piece():
+    """50k atoms of graphene: one vacancy found, the rest lattice (speed and scaling are
+    measured by benchmarks/bench_graphs.py, up to 1e6 atoms, not asserted here)."""
     a = 1.42 * np.sqrt(3)
     n = 110
     basis = np.array([[0.0, 0.0], [0.0, 1 / 3], [0.5, 0.5], [0.5, 5 / 6]])
@@ -592,11 +592,8 @@ def test_scales_linearly():
     coords = np.column_stack([xy[:, 1] / PS, xy[:, 0] / PS, np.ones(len(xy))])
     coords = np.delete(coords, len(coords) // 2 + 2 * n, axis=0)  # one vacancy
     clf = GraphDefectClassifier(species=["C"], pixel_size=PS)
-    t = time.perf_counter()
     labels = clf.fit([coords]).predict([coords])[0]
-    elapsed = time.perf_counter() - t
-    print(f"\n{len(coords)} atoms: fit + predict {elapsed:.2f} s")
-    assert len(coords) > 48000 and elapsed < 20
+    assert len(coords) > 48000
     assert sorted(set(labels)) == ["V1", "lattice"] and np.sum(labels == "V1") == 3
 
 
