@@ -298,7 +298,7 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
     [[20.0, 20.0, 1.0]]
     """
 
-    def __init__(self, threshold=0.5, pixel_size=None, order=6, n_neighbors=3,
+    def __init__(self, *, threshold=0.5, pixel_size=None, order=6, n_neighbors=3,
                  neighbor_radius=None, exclude_border=True, include_coordinates=True,
                  n_jobs=None):
         self.threshold = threshold

@@ -481,7 +481,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
     1.42
     """
 
-    def __init__(self, species=None, pixel_size=None, *, bond_tolerance=0.3, coordination=None,
+    def __init__(self, *, species=None, pixel_size=None, bond_tolerance=0.3, coordination=None,
                  ring_size=None, host_species=None, dopant_fraction=0.1, edge_width=None,
                  image_shape=None, min_pair_count=3, n_jobs=None):
         self.species = species

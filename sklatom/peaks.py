@@ -657,7 +657,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
            [30. , 25. ,  2. ]])
     """
 
-    def __init__(self, method="components", threshold=0.5, min_distance=2, min_area=1,
+    def __init__(self, *, method="components", threshold=0.5, min_distance=2, min_area=1,
                  merge_distance=None, edge_margin=0, exclude_edges=False, refine=None,
                  refine_radius=3, classes_from_contrast=None, n_jobs=None):
         self.method = method

@@ -570,6 +570,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def __init__(
         self,
+        *,
         module__depth=3,
         module__base_filters=16,
         module__dilation=2,

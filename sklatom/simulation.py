@@ -154,6 +154,7 @@ class MultisliceSimulator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     def __init__(
         self,
+        *,
         pixel_size=0.1,
         energy=80e3,
         semiangle_cutoff=25.0,
@@ -736,6 +737,7 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
 
     def __init__(
         self,
+        *,
         dose=1e6,
         pixel_size=0.1,
         read_noise=0.0,

@@ -47,3 +47,13 @@ def test_tags_say_the_input_is_not_a_table_and_params_round_trip(Estimator):
     params = est.get_params()
     assert clone(est).get_params() == params
     assert est.set_params(**params).get_params() == params
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS, ids=lambda e: e.__name__)
+def test_parameters_are_keyword_only(Estimator):
+    import inspect
+
+    params = list(inspect.signature(Estimator.__init__).parameters.values())[1:]
+    assert params and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+    with pytest.raises(TypeError):
+        Estimator(None)
