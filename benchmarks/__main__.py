@@ -46,6 +46,7 @@ import numpy as np
 
 from benchmarks import peers
 from benchmarks.classical import log_detect, plm_detect
+from benchmarks.common import protocol_scores
 from sklatom.metrics import EDGE_BAND as IGNORE_BORDER, TOLERANCE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,13 +127,11 @@ def make_sets(quick, n_images, lattices, skip_prism, log):
 
 
 def score(pred, true, images):
-    from sklatom.metrics import atom_scores
-
-    s = atom_scores([np.asarray(p)[:, :2] for p in pred], [t[:, :2] for t in true],
-                    tolerance=TOLERANCE, pixel_size=PIXEL_SIZE, ignore_border=IGNORE_BORDER,
-                    image_shape=[x.shape for x in images], zero_division=0.0)
-    return {k: float(s[k]) for k in ("precision", "recall", "f1", "rmse")} | {
-        k: int(s[k]) for k in ("n_pred", "n_true", "n_matched")}
+    """Scores with classes ignored (the peers have none of sklatom's classes)."""
+    s = protocol_scores([np.asarray(p)[:, :2] for p in pred], [t[:, :2] for t in true],
+                        images, PIXEL_SIZE)
+    del s["class_accuracy"]
+    return s
 
 
 # ------------------------------------------------------------------ methods in this process

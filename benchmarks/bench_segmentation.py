@@ -47,9 +47,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script
 import peers  # noqa: E402
+from common import protocol_scores  # noqa: E402
 
 from sklatom.datasets import make_lattice_images  # noqa: E402
-from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores  # noqa: E402
 from sklatom.peaks import PeakFinder  # noqa: E402
 from sklatom.pretrained import GENERAL_LABELS, load_pretrained  # noqa: E402
 from sklatom.segmentation import FCNSegmenter  # noqa: E402
@@ -70,8 +70,7 @@ def held_out(lattice, size, n, seed, dose=5e6, defects="default"):
 
 
 def score(found, truth, images, with_classes=False):
-    s = atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
-                    ignore_border=EDGE_BAND, image_shape=[x.shape for x in images])
+    s = protocol_scores(found, truth, images, PIXEL_SIZE)
     return (s["f1"], s["rmse"]) + ((s["class_accuracy"],) if with_classes else ())
 
 
