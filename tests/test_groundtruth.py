@@ -48,30 +48,32 @@ def test_a_lattice_fades_into_the_noise_as_the_dose_falls():
     assert _share(states[5e3], "hidden") == 1.0
 
 
-def test_detector_noise_counts_against_the_signal():
+def _graphene_visibility(dose=1e6, **recording):
+    """Visibility of the columns of a 16 Å graphene sheet at 0.1 Å/px, blur 0.1 Å."""
     graphene = make_structure("graphene", (16.0, 16.0), defects=None, random_state=1)
     settings = MultisliceSimulator(method="incoherent")._settings()
     pos, _, _, members = find_columns(graphene, 0.1)
-    clean = column_visibility(graphene, pos, members, settings, 1e6, 0.1)
-    floor = column_visibility(graphene, pos, members, settings, 1e6, 0.1, pedestal=10.0)
-    dark = column_visibility(graphene, pos, members, settings, 1e6, 0.1, dark_counts=50.0)
+    return column_visibility(graphene, pos, members, settings, dose, 0.1, **recording)
+
+
+def test_detector_noise_counts_against_the_signal():
+    clean = _graphene_visibility()
+    floor = _graphene_visibility(pedestal=10.0)
+    dark = _graphene_visibility(dark_counts=50.0)
     assert np.all(floor.snr < 0.5 * clean.snr) and np.all(dark.snr < clean.snr)
     np.testing.assert_allclose(floor.contrast, clean.contrast)
 
 
 def test_a_diffuse_plateau_lowers_the_signal_of_every_column():
-    graphene = make_structure("graphene", (16.0, 16.0), defects=None, random_state=1)
-    settings = MultisliceSimulator(method="incoherent")._settings()
-    pos, _, _, members = find_columns(graphene, 0.1)
-    clean = column_visibility(graphene, pos, members, settings, 1e6, 0.1)
-    spread = column_visibility(graphene, pos, members, settings, 1e6, 0.1, diffuse=0.6)
+    clean = _graphene_visibility()
+    spread = _graphene_visibility(diffuse=0.6)
     # the peak keeps 40 % of its height, and the shot noise under it falls less (the plateau
     # fills the gaps): SNR about half (0.51 when measured)
     np.testing.assert_allclose(spread.amplitude, 0.4 * clean.amplitude, rtol=1e-6)
     assert np.all(spread.snr < 0.6 * clean.snr) and np.all(spread.snr > 0.4 * clean.snr)
     np.testing.assert_allclose(spread.contrast, clean.contrast)
     # at a dose where the clean lattice is just visible, the spread one is not
-    faint = column_visibility(graphene, pos, members, settings, 1.5e5, 0.1, diffuse=0.6)
+    faint = _graphene_visibility(1.5e5, diffuse=0.6)
     assert np.all(faint.state != "visible")
 
 
