@@ -360,7 +360,8 @@ def _frozen_batch_norm_statistics(module):
     model's F1 on two more from 1.0 to 0.0 that way (1.0 with them kept). The layers still
     normalise each batch by its own statistics while training.
     """
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    norms = [m for m in module.modules() if isinstance(m, kinds)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0
@@ -510,9 +511,9 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         When True and the estimator is already fitted (e.g. a pretrained model), ``fit``
         continues from the current weights (fine-tuning, batch-norm statistics kept) instead
         of a fresh network. The new data must have the same number of classes and the same
-        ``module__`` settings. With
-        ``init_model`` too, a fitted estimator continues from its own weights, not the init
-        model's (a clone, being unfitted, starts from the init model).
+        ``module__`` settings. With ``init_model`` too, a fitted estimator continues from its
+        own weights, not the init model's (a clone, being unfitted, starts from the init
+        model).
     n_jobs : int or None, default=None
         Images predicted in parallel threads (None = 1), sharing the network; the maps equal
         those of ``n_jobs=1``. Torch also uses its own threads inside each image
