@@ -44,7 +44,7 @@ import time
 import numpy as np
 import torch
 
-from sklatom.datasets import make_lattice_images, make_scene_images
+from sklatom.datasets import load_dataset, make_lattice_images, make_scene_images, save_dataset
 from sklatom.metrics import EDGE_BAND, TOLERANCE
 from sklatom.pretrained import GENERAL_LABELS, PRETRAINED
 from sklatom.scenes import SCENE_KINDS
@@ -207,18 +207,16 @@ def make_training_set(n_scenes, n_classic, n_prism, seed, verbose=True):
 
 
 def save_training_set(path, images, masks, meta):
-    """Store a training set (lists of images and masks, per-image dicts) in one .npz file."""
-    np.savez_compressed(path, n=len(images), meta=json.dumps(meta),
-                        **{f"X{i}": x for i, x in enumerate(images)},
-                        **{f"y{i}": m for i, m in enumerate(masks)})
+    """Store a training set (lists of images and masks, per-image dicts) in sklatom's data-set
+    file format (:func:`sklatom.datasets.save_dataset`)."""
+    save_dataset(path, images, masks, classes=CLASSES, pixel_size=PIXEL_SIZE,
+                 metadata={"images": meta}, overwrite=True)
 
 
 def load_training_set(path):
     """The lists of images and masks and the per-image dicts :func:`save_training_set` wrote."""
-    with np.load(path, allow_pickle=False) as data:
-        n = int(data["n"])
-        return ([data[f"X{i}"] for i in range(n)], [data[f"y{i}"] for i in range(n)],
-                json.loads(str(data["meta"])))
+    data = load_dataset(path)
+    return list(data.images), list(data.masks), data.metadata["images"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,34 +278,40 @@ def evaluate_lattices(segmenter, items, ignore_border=EDGE_BAND):
     return table
 
 
-#: Held-out scene sets: name -> (scene kind, scene options, recorded pixel size, dose).
+#: Held-out scene sets: name -> (scene kind, scene options, recorded pixel size, dose,
+#: recording settings besides the common ones).
 HELD_OUT_SCENES = {
-    "vacuum": ("vacuum", {}, 0.2, 1e6),
-    "amorphous support": ("amorphous", {}, 0.2, 1e6),
-    "single atoms on a support": ("single_atoms", {"support": "C"}, 0.2, 1e6),
-    "nanoparticle in vacuum": ("nanoparticle", {"support": "vacuum"}, 0.15, 1e6),
-    "nanoparticle on a support": ("nanoparticle", {"support": "C"}, 0.15, 1e6),
-    "thick crystal": ("crystal", {"coverage": 1.0}, 0.15, 1e6),
-    "partial lattice (flake)": ("flake", {}, 0.1, 1e6),
-    "bilayer": ("bilayer", {}, 0.1, 1e6),
-    "grain boundary": ("grain_boundary", {}, 0.1, 1e6),
-    "saturated patch": ("lattice", {"contamination": 0}, 0.1, 1e6),
-    "coarse sampling 0.4 Å/px": ("lattice", {"contamination": 0}, 0.4, 1e6),
-    "fine sampling 0.06 Å/px": ("lattice", {"contamination": 0}, 0.06, 1e6),
+    "vacuum": ("vacuum", {}, 0.2, 1e6, {}),
+    "amorphous support": ("amorphous", {}, 0.2, 1e6, {}),
+    "single atoms on a support": ("single_atoms", {"support": "C"}, 0.2, 1e6, {}),
+    "nanoparticle in vacuum": ("nanoparticle", {"support": "vacuum"}, 0.15, 1e6, {}),
+    "nanoparticle on a support": ("nanoparticle", {"support": "C"}, 0.15, 1e6, {}),
+    "thick crystal": ("crystal", {"coverage": 1.0}, 0.15, 1e6, {}),
+    "partial lattice (flake)": ("flake", {}, 0.1, 1e6, {}),
+    "bilayer": ("bilayer", {}, 0.1, 1e6, {}),
+    "grain boundary": ("grain_boundary", {}, 0.1, 1e6, {}),
+    "saturated patch": ("lattice", {"contamination": 0}, 0.1, 1e6, {}),
+    "coarse sampling 0.4 Å/px": ("lattice", {"contamination": 0}, 0.4, 1e6, {}),
+    "fine sampling 0.06 Å/px": ("lattice", {"contamination": 0}, 0.06, 1e6, {}),
+    # last, so that the sets above keep their seeds
+    "nanoparticle on a diffuse plateau": ("nanoparticle", {"support": "vacuum"}, 0.2, 1e6,
+                                          {"diffuse": 0.6, "diffuse_length": 6.0,
+                                           "pedestal": 3.0, "blur": 0.3}),
 }
 
 
 def scene_test_set(name, n_images, seed):
     """Held-out images of one scene set, recorded at its pixel size (not resampled)."""
-    kind, options, ps, dose = HELD_OUT_SCENES[name]
+    kind, options, ps, dose, recording = HELD_OUT_SCENES[name]
     rng = np.random.RandomState(seed)
     artefacts = {"saturated_patch": 1.0} if name == "saturated patch" else None
     side_A = 32.0
     shape = (int(round(side_A / ps)),) * 2
+    settings = {"blur": 0.15, "scan_jitter": 0.02, "background": 0.2} | recording
     X, _, c, info = make_scene_images(
         n_images, kind, shape=shape, pixel_size=ps, scene_options=options, artefacts=artefacts,
         simulator=MultisliceSimulator(method="incoherent", progress=False),
-        acquisition=AcquisitionModel(dose=dose, blur=0.15, scan_jitter=0.02, background=0.2),
+        acquisition=AcquisitionModel(dose=dose, **settings),
         return_info=True, random_state=rng)
     return X, c, info.uncertain, ps
 

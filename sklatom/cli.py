@@ -443,8 +443,7 @@ def _labels_arg(choice):
 
 def _cmd_simulate(args):
     from ._validation import check_pixel_size
-    from .datasets import make_lattice_images
-    from .io import atomic_path
+    from .datasets import make_lattice_images, save_dataset
     from .simulation import AcquisitionModel, MultisliceSimulator
 
     console = _Console(args.quiet)
@@ -478,64 +477,31 @@ def _cmd_simulate(args):
                 return_info=True, random_state=rng.randint(2**31 - 1))
             images.append(X[0])
             masks.append(y[0])
-            coords.append(np.column_stack([np.full(len(c[0]), i), c[0]]))
+            coords.append(c[0])
             classes = info.classes
             lattices.append(info.lattices[0])
-    data = dict(
-        images=np.stack(images).astype(np.float32),
-        masks=np.stack(masks).astype(np.int16 if len(classes) < 2**15 else np.int64),
-        coordinates=np.concatenate(coords).astype(np.float64).reshape(-1, 4),
-        classes=np.array(classes, dtype=str),
-        lattices=np.array(lattices, dtype=str),
-        pixel_size=np.float64(ps),
-        method=np.array(args.method),
-        dose=np.float64(args.dose),
-        seed=np.int64(args.seed),
-    )
-    with atomic_path(args.output, overwrite=args.overwrite) as tmp:
-        np.savez_compressed(tmp, **data)
+    metadata = {"lattices": lattices, "method": args.method, "dose": args.dose,
+                "seed": args.seed}
+    save_dataset(args.output, images, masks, classes=classes, coordinates=coords,
+                 pixel_size=ps, metadata=metadata, overwrite=args.overwrite)
     console.info(
         f"{args.n_images} {args.lattice} image(s) {args.shape[0]}x{args.shape[1]} px at "
         f"{ps:g} Å/px ({args.method}, dose {args.dose:g} e/Å²), classes {classes}, "
-        f"{len(data['coordinates'])} atoms in {time.perf_counter() - t0:.1f} s -> {args.output}")
+        f"{sum(len(c) for c in coords)} atoms in {time.perf_counter() - t0:.1f} s -> "
+        f"{args.output}")
     return 0
 
 
-def load_simulated(path):
-    """Read a data set written by ``sklatom simulate``.
+def _read_dataset(path):
+    """:func:`sklatom.datasets.load_dataset`, its errors as the command line's."""
+    from .datasets import load_dataset
 
-    Parameters
-    ----------
-    path : str
-        The ``.npz`` file.
-
-    Returns
-    -------
-    data : dict
-        ``images`` (n, height, width) float32, ``masks`` (n, height, width) int,
-        ``coordinates`` list of (k_i, 3) arrays (row, col in px, class), ``classes`` list of
-        str, ``pixel_size`` float (Å/px).
-    """
     try:
-        with np.load(path, allow_pickle=False) as f:
-            raw = {k: f[k] for k in f.files}
+        return load_dataset(path)
     except FileNotFoundError:
         raise UserError(f"no such file: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable .npz file: {exc}") from None
-    missing = [k for k in ("images", "masks", "classes") if k not in raw]
-    if missing:
-        raise UserError(f"{path} lacks the arrays {missing}; expected a file written by "
-                        "'sklatom simulate' (images, masks, coordinates, classes, pixel_size)")
-    images, masks = raw["images"], raw["masks"]
-    if images.ndim != 3 or masks.shape != images.shape:
-        raise UserError(f"{path}: images {images.shape} and masks {masks.shape} must both be "
-                        "(n_images, height, width)")
-    flat = raw.get("coordinates", np.zeros((0, 4))).reshape(-1, 4)
-    coords = [flat[flat[:, 0] == i, 1:] for i in range(len(images))]
-    ps = float(raw["pixel_size"]) if "pixel_size" in raw else None
-    return {"images": images, "masks": masks, "coordinates": coords,
-            "classes": [str(c) for c in raw["classes"]], "pixel_size": ps}
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,8 +519,8 @@ def _cmd_train(args):
                         "to another file, e.g. model.safetensors")
     if os.path.lexists(args.output) and not args.overwrite:
         raise UserError(f"{args.output} exists; use --overwrite to replace it")
-    data = load_simulated(args.data)
-    ps = args.pixel_size if args.pixel_size is not None else data["pixel_size"]
+    data = _read_dataset(args.data)
+    ps = args.pixel_size if args.pixel_size is not None else data.pixel_size
     if ps is None:
         raise UserError(f"{args.data} holds no pixel_size; pass --pixel-size (Å/px)")
     try:
@@ -562,7 +528,8 @@ def _cmd_train(args):
     except ValueError as exc:
         raise UserError(f"{exc}; or simulate the training images at a pixel size in that "
                         "range") from None
-    n, h, w = data["images"].shape
+    n = len(data.images)
+    h, w = (min(np.shape(x)[k] for x in data.images) for k in (0, 1))
     patch = min(args.patch_size, (min(h, w) // 8) * 8)
     if patch < 16:
         raise UserError(f"the images of {args.data} are {h}x{w} px; training needs at least "
@@ -572,26 +539,26 @@ def _cmd_train(args):
                     verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
     if args.init:  # fine-tune a fitted model: its parameters, classes and architecture
         init = _load_model(args.init)
-        if len(init.classes_) != len(data["classes"]):
+        if len(init.classes_) != len(data.classes):
             raise UserError(
                 f"--init {args.init} has classes {init.classes_} but {args.data} has "
-                f"{data['classes']}; simulate the data with matching labels (e.g. --labels "
+                f"{data.classes}; simulate the data with matching labels (e.g. --labels "
                 "general for the pretrained model)")
         patch -= patch % init.net_.module_.size_multiple
         seg = clone(init).set_params(init_model=args.init, lr=args.lr if args.lr else init.lr / 4,
                                      **{**settings, "patch_size": patch})
         what = f"fine-tuning {args.init}"
     else:
-        seg = FCNSegmenter(module__base_filters=args.base_filters, classes=data["classes"],
+        seg = FCNSegmenter(module__base_filters=args.base_filters, classes=data.classes,
                            class_weight="balanced", **settings)
         if args.lr:
             seg.set_params(lr=args.lr)
         what = "training"
     console.info(f"{what} on {n} image(s) {h}x{w} px at {ps:g} Å/px, classes "
-                 f"{data['classes']}, {args.epochs} epoch(s)")
+                 f"{data.classes}, {args.epochs} epoch(s)")
     t0 = time.perf_counter()
     with _warnings_to(console):
-        seg.fit(data["images"], data["masks"])
+        seg.fit(data.images, data.masks)
         seg.set_params(verbose=0)
     with atomic_path(args.output, overwrite=args.overwrite) as tmp:
         seg.save(tmp)

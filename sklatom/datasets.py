@@ -8,6 +8,7 @@ shows it (:mod:`sklatom.groundtruth`): columns it cannot show are background, co
 limit are "don't care" (-1 in the masks, ``info.uncertain`` in the coordinates).
 """
 
+import json
 import numbers
 
 import numpy as np
@@ -22,8 +23,8 @@ from .scenes import SCENE_KINDS, make_scene
 from .simulation import AcquisitionModel, MultisliceSimulator
 from .structures import LATTICES, find_columns, lattice_classes, make_structure, scan_region
 
-__all__ = ["make_lattice_images", "make_scene_images", "draw_label_mask", "IGNORE_LABEL",
-           "LABEL_POLICIES"]
+__all__ = ["make_lattice_images", "make_scene_images", "draw_label_mask", "save_dataset",
+           "load_dataset", "IGNORE_LABEL", "LABEL_POLICIES", "DATASET_FORMAT"]
 
 #: Mask value of "don't care" pixels (columns at the limit of what the image shows).
 IGNORE_LABEL = -1
@@ -518,3 +519,160 @@ def make_scene_images(
                      roles=roles, uncertain=uncertain, pixel_size=out_ps)
         return images, masks, coordinates, info
     return images, masks, coordinates
+
+
+#: ``format`` entry of the files :func:`save_dataset` writes.
+DATASET_FORMAT = "sklatom-dataset/1"
+
+
+def _pack(arrays, dtype):
+    """One array for a list of 2-D arrays: stacked when they share a shape, else flattened
+    and concatenated (with their shapes)."""
+    arrays = [np.asarray(a, dtype=dtype) for a in arrays]
+    shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(-1, 2)
+    if len({a.shape for a in arrays}) <= 1:
+        return np.stack(arrays) if arrays else np.zeros((0, 0, 0), dtype), None
+    return np.concatenate([a.ravel() for a in arrays]), shapes
+
+
+def _unpack(packed, shapes, path, name):
+    if shapes is None:
+        if packed.ndim != 3:
+            raise ValueError(f"{path}: {name} has shape {packed.shape}; expected (n_images, "
+                             "height, width), or a flat array with 'shapes'")
+        return packed
+    shapes = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
+    if packed.ndim != 1 or (shapes < 0).any() or int(np.prod(shapes, axis=1).sum()) != packed.size:
+        raise ValueError(f"{path}: {name} ({packed.size} values) does not hold images of the "
+                         f"stored shapes (n={len(shapes)}); the file is damaged")
+    ends = np.cumsum(np.prod(shapes, axis=1))
+    return [part.reshape(shape) for part, shape in zip(np.split(packed, ends[:-1]), shapes)]
+
+
+def save_dataset(path, images, masks, *, classes, coordinates=None, pixel_size=None,
+                 metadata=None, overwrite=False):
+    """Write a labelled data set to one ``.npz`` file (no pickles), read by :func:`load_dataset`.
+
+    The format of ``sklatom simulate``, ``sklatom train`` and ``scripts/train_pretrained.py``:
+    ``images`` and ``masks`` as (n, height, width) arrays when all images share a shape, else
+    flattened and concatenated with their ``shapes`` (n, 2); ``coordinates`` as one (m, 4)
+    array of image index, row, col (px) and class index; ``classes``; ``pixel_size``;
+    ``metadata`` as a JSON string; ``format`` = :data:`DATASET_FORMAT`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; written to a temporary file and moved into place when complete.
+    images : array-like of shape (n, height, width) or list of 2-D arrays
+        The images (stored as float32).
+    masks : array-like or list of 2-D arrays
+        Label masks of the same shapes (class index per pixel, -1 "don't care").
+    classes : list of str
+        Class names, background first.
+    coordinates : list of ndarray of shape (k_i, 3) or None, default=None
+        Labelled columns per image: row, col (px) and class index.
+    pixel_size : float or None, default=None
+        Å/px of the images.
+    metadata : dict or None, default=None
+        Anything JSON can hold (per-image settings, seeds, ...).
+    overwrite : bool, default=False
+        Whether an existing ``path`` may be replaced (else FileExistsError).
+
+    Returns
+    -------
+    path : str
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "set.npz")
+    >>> _ = save_dataset(path, [np.zeros((4, 4)), np.ones((2, 3))],
+    ...                  [np.zeros((4, 4), int), np.ones((2, 3), int)],
+    ...                  classes=["background", "atom"], pixel_size=0.1)
+    >>> data = load_dataset(path)
+    >>> [x.shape for x in data.images], data.classes, data.pixel_size
+    ([(4, 4), (2, 3)], ['background', 'atom'], 0.1)
+    """
+    from .io import atomic_path
+
+    images, masks = list(images), list(masks)
+    if len(images) != len(masks):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    for i, (x, m) in enumerate(zip(images, masks)):
+        if np.ndim(x) != 2 or np.shape(x) != np.shape(m):
+            raise ValueError(f"image {i} has shape {np.shape(x)} and its mask {np.shape(m)}; "
+                             "each must be the same (height, width)")
+    packed_x, shapes = _pack(images, np.float32)
+    packed_y, _ = _pack(masks, np.int16)
+    data = {"format": np.array(DATASET_FORMAT), "images": packed_x, "masks": packed_y,
+            "classes": np.array([str(c) for c in classes], dtype=str),
+            "metadata": np.array(json.dumps(metadata or {}))}
+    if shapes is not None:
+        data["shapes"] = shapes
+    if coordinates is not None:
+        if len(coordinates) != len(images):
+            raise ValueError(f"{len(coordinates)} coordinate arrays for {len(images)} images")
+        data["coordinates"] = np.concatenate(
+            [np.zeros((0, 4))] + [np.column_stack([np.full(len(c), i), np.reshape(c, (-1, 3))])
+                                  for i, c in enumerate(coordinates)]).astype(np.float64)
+    if pixel_size is not None:
+        data["pixel_size"] = np.float64(pixel_size)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        np.savez_compressed(tmp, **data)
+    return str(path)
+
+
+def load_dataset(path):
+    """Read a data set written by :func:`save_dataset` (or by ``sklatom simulate``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` file; loaded without unpickling anything.
+
+    Returns
+    -------
+    data : Bunch
+        ``images`` and ``masks`` ((n, height, width) arrays, or lists of 2-D arrays when the
+        shapes differ), ``coordinates`` (list of (k_i, 3) arrays: row, col in px, class),
+        ``classes`` (list of str), ``pixel_size`` (float or None) and ``metadata`` (dict).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not a readable .npz file (corrupt, truncated, pickled arrays) or lacks
+        what a data set holds; the message names the file and the problem.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            raw = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile, zlib and numpy errors of damaged or foreign files
+        raise ValueError(f"{path} is not a readable .npz data set ({type(exc).__name__}: "
+                         f"{exc})") from None
+    missing = [k for k in ("images", "masks", "classes") if k not in raw]
+    if missing:
+        raise ValueError(f"{path} lacks the arrays {missing}; expected a data set written by "
+                         "sklatom.datasets.save_dataset or 'sklatom simulate'")
+    shapes = raw.get("shapes")
+    images = _unpack(raw["images"], shapes, path, "images")
+    masks = _unpack(raw["masks"], shapes, path, "masks")
+    if [np.shape(x) for x in images] != [np.shape(m) for m in masks]:
+        raise ValueError(f"{path}: images and masks differ in shape")
+    flat = raw.get("coordinates", np.zeros((0, 4)))
+    if flat.size % 4:
+        raise ValueError(f"{path}: coordinates must have 4 columns (image, row, col, class); "
+                         f"got shape {flat.shape}")
+    flat = flat.reshape(-1, 4)
+    coords = [flat[flat[:, 0] == i, 1:] for i in range(len(images))]
+    try:
+        metadata = json.loads(str(raw["metadata"])) if "metadata" in raw else {}
+    except ValueError as exc:
+        raise ValueError(f"{path}: metadata is not valid JSON ({exc})") from None
+    ps = float(raw["pixel_size"]) if "pixel_size" in raw else None
+    return Bunch(images=images, masks=masks, coordinates=coords,
+                 classes=[str(c) for c in raw["classes"]], pixel_size=ps, metadata=metadata)

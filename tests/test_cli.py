@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from sklatom.cli import main
-from sklatom.datasets import make_lattice_images
+from sklatom.datasets import DATASET_FORMAT, load_dataset, make_lattice_images
 from sklatom.metrics import atom_scores
 from sklatom.pretrained import GENERAL_LABELS
 
@@ -286,10 +286,16 @@ def test_simulate_writes_the_data_set(simulated):
         assert list(data["classes"]) == ["background", "C", "Si"]
         coords = data["coordinates"]
         assert coords.shape[1] == 4 and set(np.unique(coords[:, 0])) == {0, 1, 2}
-        assert float(data["pixel_size"]) == 0.1 and str(data["method"]) == "incoherent"
+        assert float(data["pixel_size"]) == 0.1
+        assert str(data["format"]) == DATASET_FORMAT
         # every true atom lies on a labelled pixel of its class
         for i, r, c, k in coords:
             assert data["masks"][int(i), int(round(r)), int(round(c))] == k
+    loaded = load_dataset(path)  # what the library reads back
+    assert loaded.metadata["method"] == "incoherent" and loaded.metadata["seed"] == 1
+    assert loaded.metadata["lattices"] == ["graphene"] * 3
+    assert [len(c) for c in loaded.coordinates] == [
+        int((coords[:, 0] == i).sum()) for i in range(3)]
 
 
 def test_simulate_is_reproducible_and_quiet(tmp_path, simulated, capsys):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sklatom.datasets import draw_label_mask, make_lattice_images
+from sklatom.datasets import draw_label_mask, load_dataset, make_lattice_images, save_dataset
 from sklatom.simulation import AcquisitionModel, MultisliceSimulator
 from sklatom.structures import lattice_classes
 
@@ -203,3 +203,60 @@ def test_vacancies_among_uncertain_columns_are_uncertain_too():
     assert len(sites) == 2
     r, c = np.round(sites[:, :2]).astype(int).T
     assert np.all(y_lo[0][r, c] == -1) and np.all(y_hi[0][r, c] == 0)
+
+
+def test_saved_data_sets_load_back_as_written(tmp_path):
+    X, y, c = make_lattice_images(2, "graphene", shape=(48, 40), random_state=0)
+    same = tmp_path / "same.npz"
+    save_dataset(same, X, y, classes=["background", "C", "Si"], coordinates=c,
+                 pixel_size=0.1, metadata={"seed": 0, "note": "é"})
+    data = load_dataset(same)
+    np.testing.assert_array_equal(data.images, X)  # one (n, h, w) array when shapes agree
+    np.testing.assert_array_equal(data.masks, y)
+    assert all(np.array_equal(a, b) for a, b in zip(data.coordinates, c))
+    assert data.classes == ["background", "C", "Si"] and data.pixel_size == 0.1
+    assert data.metadata == {"seed": 0, "note": "é"}
+    with pytest.raises(FileExistsError):
+        save_dataset(same, X, y, classes=["background", "C", "Si"])
+    # images of different shapes (the training script's scenes), no coordinates
+    ragged = tmp_path / "ragged.npz"
+    images = [X[0], X[1][:10, :7]]
+    masks = [y[0].astype(np.int8), y[1][:10, :7]]
+    save_dataset(ragged, images, masks, classes=["background", "atom"])
+    data = load_dataset(ragged)
+    assert [x.shape for x in data.images] == [(48, 40), (10, 7)]
+    assert all(np.array_equal(a, b) for a, b in zip(data.images, images))
+    assert all(np.array_equal(a, b) for a, b in zip(data.masks, masks))
+    assert data.pixel_size is None and [len(k) for k in data.coordinates] == [0, 0]
+
+
+def test_bad_data_set_files_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="image 1 has shape"):
+        save_dataset(tmp_path / "x.npz", [np.zeros((4, 4)), np.zeros((4, 4))],
+                     [np.zeros((4, 4)), np.zeros((4, 5))], classes=["background", "atom"])
+    good = tmp_path / "good.npz"
+    save_dataset(good, [np.zeros((4, 4)), np.ones((3, 3))], [np.zeros((4, 4))] * 1 +
+                 [np.zeros((3, 3))], classes=["background", "atom"])
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    text = tmp_path / "text.npz"
+    text.write_text("not a data set")
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, images=np.array([np.zeros(2), None], dtype=object),
+             masks=np.zeros((1, 2, 2)), classes=np.array(["background"]))
+    for path in (truncated, text, pickled):
+        with pytest.raises(ValueError, match="not a readable .npz data set"):
+            load_dataset(path)
+    lacking = tmp_path / "lacking.npz"
+    np.savez(lacking, images=np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"lacks the arrays \['masks', 'classes'\]"):
+        load_dataset(lacking)
+    damaged = tmp_path / "damaged.npz"
+    with np.load(good) as f:
+        arrays = dict(f)
+    arrays["shapes"] = np.array([[4, 4], [3, 4]])
+    np.savez(damaged, **arrays)
+    with pytest.raises(ValueError, match="does not hold images of the stored shapes"):
+        load_dataset(damaged)
+    with pytest.raises(FileNotFoundError):
+        load_dataset(tmp_path / "missing.npz")
