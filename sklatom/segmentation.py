@@ -1211,6 +1211,10 @@ ndarray of shape (n_classes, height_i, width_i)
         """
         check_is_fitted(self, "net_")
         path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot save the model to {path!r}: the folder {folder!r} "
+                                    f"does not exist; create it first")
         tensors = {k: v.detach().cpu().contiguous()
                    for k, v in self.net_.module_.state_dict().items()}
         module = self.net_.module_

@@ -447,6 +447,13 @@ def test_save_load_round_trip(fitted, test_data, tmp_path):
     assert meta["params"]["module__base_filters"] == 8
 
 
+def test_save_to_missing_folder_names_it(fitted, tmp_path):
+    missing = tmp_path / "no_such_folder" / "seg.safetensors"
+    with pytest.raises(FileNotFoundError, match="no_such_folder.*does not exist"):
+        fitted.save(missing)
+    assert not missing.parent.exists()
+
+
 def _rewrite(path, out, edit):
     """Load tensors and config from ``path``, apply ``edit`` and save with a valid digest."""
     with safe_open(path, framework="pt") as f:
