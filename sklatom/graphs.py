@@ -56,6 +56,7 @@ whether the atom is flagged).
 import numbers
 import warnings
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -106,6 +107,65 @@ def _species_label(name):
 
 def _formula(counter):
     return "".join(f"{_species_label(s)}{c}" for s, c in sorted(counter.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# the analysis of one image
+# --------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _ImageAnalysis:
+    """The bond graph of one image, its flagged atoms and their grouping into defects.
+
+    What :meth:`GraphDefectClassifier._analyse` returns for an image of ``n`` atoms whose graph
+    has ``n_faces`` faces and whose atoms miss ``n_sites`` neighbours inside the image.
+
+    Attributes
+    ----------
+    graph : BondGraph
+        The bond graph with its faces, KD-tree and ``interstitial`` atoms (left out of it).
+    edge : ndarray of shape (n,), dtype bool
+        Atoms within ``edge_width_`` (Å) of the image border or of the atoms' convex hull.
+    missing_in, missing_out : ndarray of shape (n,), dtype int
+        Missing neighbours per atom whose sites lie inside the image, and outside it (see
+        :func:`~sklatom._bondgraph.missing_neighbours`).
+    sites : ndarray of shape (n_sites, 2)
+        Sites (y, x) in Å of the missing neighbours inside the image.
+    owners : ndarray of shape (n_sites,), dtype int
+        The atom each site is missing from.
+    expected : ndarray of shape (n,), dtype int
+        Expected coordination per atom, -1 for species without one.
+    dopant : ndarray of shape (n,), dtype bool
+        Atoms of a dopant species.
+    flagged : ndarray of shape (n,), dtype bool
+        Atoms that belong to a defect: dopants, miscoordinated host atoms, atoms of an
+        anomalous ring and interstitials, the last two not in the edge band.
+    cluster : ndarray of shape (n,), dtype int
+        Defect index (``0 .. n_clusters - 1``) of each flagged atom, -1 for the others.
+    n_clusters : int
+        Number of defects.
+    anomalous_ring : ndarray of shape (n_faces,), dtype bool
+        Inner faces whose size is not the lattice's ring size and at most 2 larger.
+    hole : ndarray of shape (n_faces,), dtype bool
+        Inner faces larger than that, up to :data:`_MAX_HOLE_FACTOR` times the ring size.
+    coord_bad : ndarray of shape (n,), dtype bool
+        Host atoms with missing neighbours inside the image, or (away from the edge) more
+        bonds than expected.
+    """
+
+    graph: BondGraph
+    edge: np.ndarray
+    missing_in: np.ndarray
+    missing_out: np.ndarray
+    sites: np.ndarray
+    owners: np.ndarray
+    expected: np.ndarray
+    dopant: np.ndarray
+    flagged: np.ndarray
+    cluster: np.ndarray
+    n_clusters: int
+    anomalous_ring: np.ndarray
+    hole: np.ndarray
+    coord_bad: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,7 +716,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         return g, edge
 
     def _analyse(self, coords):
-        """Graph, flags and defects of one image."""
+        """Graph, flags and defects of one image (:class:`_ImageAnalysis`)."""
         ps = float(self.pixel_size)
         pos = coords[:, :2] * ps
         spc = coords[:, 2].astype(np.int64) - 1
@@ -708,15 +768,14 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         ids = np.unique(comp[flagged])
         cluster = np.full(n, -1, dtype=np.int64)
         cluster[flagged] = np.searchsorted(ids, comp[flagged])
-        return dict(g=g, edge=edge, missing_in=missing_in, missing_out=missing_out,
-                    sites=sites, owners=owners,
-                    expected=expected, dopant=dopant, flagged=flagged,
-                    cluster=cluster, n_clusters=len(ids), anomalous_ring=anomalous_ring,
-                    hole=hole, coord_bad=coord_bad)
+        return _ImageAnalysis(
+            graph=g, edge=edge, missing_in=missing_in, missing_out=missing_out, sites=sites,
+            owners=owners, expected=expected, dopant=dopant, flagged=flagged, cluster=cluster,
+            n_clusters=len(ids), anomalous_ring=anomalous_ring, hole=hole, coord_bad=coord_bad)
 
     def _describe(self, res, members):
         """Name, hash and networkx graph of one defect (its flagged atoms ``members``)."""
-        g = res["g"]
+        g = res.graph
         core = set(members.tolist())
         nbrs = {int(a): g.dst[g.indptr[a]:g.indptr[a + 1]].tolist() for a in members}
         shell = sorted({b for a in core for b in nbrs[a]} - core)
@@ -724,9 +783,9 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         # dopants and their neighbours
         parts = []
         inter = [a for a in members if g.interstitial[a]]
-        dop = [a for a in members if res["dopant"][a] and not g.interstitial[a]]
+        dop = [a for a in members if res.dopant[a] and not g.interstitial[a]]
         if dop:
-            host_nb = self._dopant_bonds(g, res["dopant"], dop)
+            host_nb = self._dopant_bonds(g, res.dopant, dop)
             parts.append(_formula(Counter(names[g.spc[a]] for a in dop))
                          + _formula(Counter(names[g.spc[b]] for b in host_nb)))
         # interstitials (atoms inside a ring: adatoms, or false detections)
@@ -738,9 +797,9 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 parts.append("I" + _formula(kinds))
         # vacancies from missing neighbours
         m, under = 0, set()
-        sel = np.isin(res["owners"], members)
+        sel = np.isin(res.owners, members)
         if np.any(sel):
-            sites, owners = res["sites"][sel], res["owners"][sel]
+            sites, owners = res.sites[sel], res.owners[sel]
             merge = 0.6 * float(np.median(g.length[np.isin(g.src, owners)])) \
                 if np.isin(g.src, owners).any() else 0.6 * FALLBACK_BOND
             pairs = cKDTree(sites).query_pairs(merge, output_type="ndarray")
@@ -758,10 +817,10 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         a_src, a_face = g.atom_faces()
         sel = np.isin(a_src, members)
         fs = np.unique(a_face[sel])
-        small = sorted(g.face_size[fs[res["anomalous_ring"][fs]]].tolist())
-        holes = sorted(g.face_size[fs[res["hole"][fs]]].tolist())
+        small = sorted(g.face_size[fs[res.anomalous_ring[fs]]].tolist())
+        holes = sorted(g.face_size[fs[res.hole[fs]]].tolist())
         rings = small if (small or m > 0) else holes
-        at_border = bool(np.any(res["edge"][members]) or np.any(res["missing_out"][members])
+        at_border = bool(np.any(res.edge[members]) or np.any(res.missing_out[members])
                          or not np.all(g.face_inner[fs]))
         if small == [5, 5, 7, 7] or (at_border and small in ([5, 7], [5, 5, 7], [5, 7, 7])):
             # a 5-7-7-5 ring group, possibly cut by the image border
@@ -778,7 +837,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         G = nx.Graph()
         for a in nodes:
             # at the border, missing neighbours are outside the image: count them as present
-            c = int(g.coordination[a] + res["missing_out"][a])
+            c = int(g.coordination[a] + res.missing_out[a])
             role = "i" if g.interstitial[a] else ("d" if a in core else "n")
             G.add_node(a, label=f"{names[g.spc[a]]}:{c}:{role}")
         for a in core:
@@ -819,10 +878,10 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
     def _instances(self, i, coords):
         res = self._analyse(coords)
         out = []
-        order = np.argsort(res["cluster"], kind="stable")
-        cl = res["cluster"][order]
-        starts = np.searchsorted(cl, np.arange(res["n_clusters"]))
-        ends = np.searchsorted(cl, np.arange(res["n_clusters"]), side="right")
+        order = np.argsort(res.cluster, kind="stable")
+        cl = res.cluster[order]
+        starts = np.searchsorted(cl, np.arange(res.n_clusters))
+        ends = np.searchsorted(cl, np.arange(res.n_clusters), side="right")
         for c, (s0, s1) in enumerate(zip(starts, ends)):
             members = np.sort(order[s0:s1])
             gen, h, _ = self._describe(res, members)
@@ -972,14 +1031,14 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         return np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
 
     def _features(self, res):
-        g = res["g"]
+        g = res.graph
         n = g.n
         f = np.zeros((n, len(FEATURE_NAMES)))
         if n == 0:
             return f
         coord = g.coordination
         f[:, 0] = coord
-        f[:, 1] = res["missing_in"]
+        f[:, 1] = res.missing_in
         with np.errstate(invalid="ignore", divide="ignore"):
             f[:, 2] = np.where(coord > 0, np.bincount(g.src, g.length, n) / coord, 0)
         if len(g.src):
@@ -1002,8 +1061,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 f[:, col] = np.bincount(a_src[sel], minlength=n)
             sel = inner & (sizes > 8)
             f[:, 11] = np.bincount(a_src[sel], minlength=n)
-        f[:, 12] = res["edge"]
-        f[:, 13] = res["dopant"]
+        f[:, 12] = res.edge
+        f[:, 13] = res.dopant
         f[:, 14] = g.interstitial
         return f
 
@@ -1041,13 +1100,13 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         labels = self._atom_labels(coords, instances)
         out = []
         for res, lab, m in zip(results, labels, merges):
-            g = res["g"]
+            g = res.graph
             ids = np.arange(g.n) if m is None else m[0]  # node = index of the input atom
             G = nx.Graph()
             for a in range(g.n):
                 G.add_node(int(ids[a]), species=self.species_[g.spc[a]],
                            position=(float(g.pos[a, 0]), float(g.pos[a, 1])),
-                           coordination=int(g.coordination[a]), edge=bool(res["edge"][a]),
+                           coordination=int(g.coordination[a]), edge=bool(res.edge[a]),
                            label=lab[ids[a]])
             keep = g.src < g.dst
             G.add_edges_from((int(ids[a]), int(ids[b]), {"length": float(d)}) for a, b, d in

@@ -28,7 +28,7 @@ from sklearn.utils.estimator_checks import (
 
 import sklatom.graphs
 from sklatom._validation import SklatomWarning
-from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, plot_defect_graph
+from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, _ImageAnalysis, plot_defect_graph
 from sklatom.structures import make_structure, project_columns
 
 matplotlib.use("Agg")
@@ -446,6 +446,23 @@ def test_transform_features_and_pandas_output():
     df = clone(clf).set_output(transform="pandas").fit(X[:1]).transform(X)
     assert list(df.columns) == list(FEATURE_NAMES) and len(df) == len(F)
     assert np.allclose(df.to_numpy(), F)
+
+
+def test_the_analysis_of_one_image_has_the_documented_fields_and_shapes(fitted):
+    clf, cols = fitted
+    c = cols.coordinates
+    res = clf._analyse(c)
+    assert isinstance(res, _ImageAnalysis)
+    n, n_faces = len(c), len(res.graph.face_size)
+    assert res.graph.n == n and res.graph.interstitial.shape == (n,)
+    for name in ("edge", "missing_in", "missing_out", "expected", "dopant", "flagged",
+                 "cluster", "coord_bad"):
+        assert getattr(res, name).shape == (n,), name
+    assert res.anomalous_ring.shape == res.hole.shape == (n_faces,)
+    assert res.sites.shape == (len(res.owners), 2) and res.owners.max() < n
+    # one vacancy: its three neighbours are one defect, each missing one neighbour
+    assert res.n_clusters == 1 and np.array_equal(res.flagged, res.cluster >= 0)
+    assert res.missing_in[res.flagged].tolist() == [1, 1, 1]
 
 
 def test_n_jobs_gives_the_same_graphs_and_defects():
