@@ -61,7 +61,6 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import pandas as pd
-from ase.data import chemical_symbols
 from joblib import Parallel, delayed
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -71,6 +70,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._bondgraph import (FALLBACK_BOND, Border, BondGraph, coincident_atoms, find_bonds,
                          missing_neighbours, parse_species, prior_radius)
+from ._defectnames import defect_graph, defect_name, structural_hash
 from ._validation import SklatomWarning, check_pixel_size
 
 __all__ = ["GraphDefectClassifier", "plot_defect_graph", "FEATURE_NAMES"]
@@ -86,27 +86,12 @@ _SHELL_WINDOW = 0.3  # first-shell window for learning: distances up to (1 + w) 
 _WELL_SAMPLED = 50  # species pairs with this many samples take their own bond length
 _PSEUDO_COUNT = 10  # weight of the radius model for pairs with fewer samples
 _MAX_HOLE_FACTOR = 4  # faces up to this times the lattice ring size group their atoms
-_MAX_DOPANT_BONDS = 4  # a dopant is bonded to at most this many host atoms (Si in graphene: 3-4)
-_DOPANT_BOND_TOLERANCE = 0.15  # a dopant-host bond is at most this much longer than learned
-_NEAREST_FACTOR = 1.25  # ... and than the dopant's nearest neighbour
 _COINCIDENT = 0.2  # Å: atoms closer than this are one atom listed twice (merged, with a warning)
 _IMAGE_TOLERANCE = 1.0  # px: atoms this far outside image_shape are an error
 # measured bond lengths outside (r_a + r_b) times this range (covalent radii) mean a wrong pixel
 # size: projected first-neighbour distances are shorter than bonds (Mo-S2 columns of MoS2 at
 # 0.70 of r_Mo + r_S, the dumbbells of Si [110] at 0.61), strain and radii errors add 30 %
 _PLAUSIBLE_BOND = (0.5, 1.3)
-
-
-# --------------------------------------------------------------------------------------------
-# species
-# --------------------------------------------------------------------------------------------
-def _species_label(name):
-    """A column name as it appears inside a defect name: parentheses unless a bare element."""
-    return name if name in chemical_symbols else f"({name})"
-
-
-def _formula(counter):
-    return "".join(f"{_species_label(s)}{c}" for s, c in sorted(counter.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,106 +759,13 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             n_clusters=len(ids), anomalous_ring=anomalous_ring, hole=hole, coord_bad=coord_bad)
 
     def _describe(self, res, members):
-        """Name, hash and networkx graph of one defect (its flagged atoms ``members``)."""
-        g = res.graph
-        core = set(members.tolist())
-        nbrs = {int(a): g.dst[g.indptr[a]:g.indptr[a + 1]].tolist() for a in members}
-        shell = sorted({b for a in core for b in nbrs[a]} - core)
-        names = self.species_
-        # dopants and their neighbours
-        parts = []
-        inter = [a for a in members if g.interstitial[a]]
-        dop = [a for a in members if res.dopant[a] and not g.interstitial[a]]
-        if dop:
-            host_nb = self._dopant_bonds(g, res.dopant, dop)
-            parts.append(_formula(Counter(names[g.spc[a]] for a in dop))
-                         + _formula(Counter(names[g.spc[b]] for b in host_nb)))
-        # interstitials (atoms inside a ring: adatoms, or false detections)
-        if inter:
-            kinds = Counter(names[g.spc[a]] for a in inter)
-            if len(self.host_species_) == 1 and set(kinds) == set(self.host_species_):
-                parts.append(f"I{len(inter)}")
-            else:
-                parts.append("I" + _formula(kinds))
-        # vacancies from missing neighbours
-        m, under = 0, set()
-        sel = np.isin(res.owners, members)
-        if np.any(sel):
-            sites, owners = res.sites[sel], res.owners[sel]
-            merge = 0.6 * float(np.median(g.length[np.isin(g.src, owners)])) \
-                if np.isin(g.src, owners).any() else 0.6 * FALLBACK_BOND
-            pairs = cKDTree(sites).query_pairs(merge, output_type="ndarray")
-            adj = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                             shape=(len(sites),) * 2)
-            m = connected_components(adj, directed=False)[0]
-            under = {names[g.spc[a]] for a in owners}
-        if m > 0:
-            miss = {self.neighbor_species_.get(s) for s in under}
-            tag = ""
-            if len(self.host_species_) > 1 and len(miss) == 1 and None not in miss:
-                tag = "_" + miss.pop()
-            parts.append(f"V{m}{tag}")
-        # rings
-        a_src, a_face = g.atom_faces()
-        sel = np.isin(a_src, members)
-        fs = np.unique(a_face[sel])
-        small = sorted(g.face_size[fs[res.anomalous_ring[fs]]].tolist())
-        holes = sorted(g.face_size[fs[res.hole[fs]]].tolist())
-        rings = small if (small or m > 0) else holes
-        at_border = bool(np.any(res.edge[members]) or np.any(res.missing_out[members])
-                         or not np.all(g.face_inner[fs]))
-        if small == [5, 5, 7, 7] or (at_border and small in ([5, 7], [5, 5, 7], [5, 7, 7])):
-            # a 5-7-7-5 ring group, possibly cut by the image border
-            parts.append("SW")
-        elif rings:
-            cnt = Counter(sorted(rings))
-            parts.append("R" + "-".join(f"{k}x{v}" if v > 1 else f"{k}"
-                                        for k, v in sorted(cnt.items())))
-        if not parts:
-            parts.append("X" + _formula(Counter(names[g.spc[a]] for a in members)))
-        name = "+".join(parts)
-        # structural hash of flagged atoms and their first neighbours
-        nodes = sorted(core) + shell
-        G = nx.Graph()
-        for a in nodes:
-            # at the border, missing neighbours are outside the image: count them as present
-            c = int(g.coordination[a] + res.missing_out[a])
-            role = "i" if g.interstitial[a] else ("d" if a in core else "n")
-            G.add_node(a, label=f"{names[g.spc[a]]}:{c}:{role}")
-        for a in core:
-            for b in nbrs[a]:
-                G.add_edge(a, b)
-        node_set = set(nodes)
-        for a in shell:
-            for b in g.dst[g.indptr[a]:g.indptr[a + 1]]:
-                if int(b) in node_set:
-                    G.add_edge(a, int(b))
-        h = nx.weisfeiler_lehman_graph_hash(G, node_attr="label", iterations=3, digest_size=8)
-        return name, h, G
-
-    def _dopant_bonds(self, g, dopant, dop):
-        """Host atoms bonded to the dopants ``dop``, by distance.
-
-        A host atom is bonded to a dopant when it lies within 15 % of the dopant-host bond
-        length and within 25 % of the dopant's nearest neighbour (so the second neighbours of a
-        distorted lattice stay out), at most the :data:`_MAX_DOPANT_BONDS` nearest per dopant.
-        """
-        out = set()
-        if g.tree is None:
-            return out
-        tol = float(self.bond_tolerance)
-        cut = self.bond_cutoffs_ / (1 + tol) * (1 + min(tol, _DOPANT_BOND_TOLERANCE))
-        for a in dop:
-            sa = g.spc[a]
-            near = np.asarray(g.tree.query_ball_point(g.pos[a], float(cut[sa].max())), int)
-            near = near[(near != a) & ~g.interstitial[near]]
-            d = np.linalg.norm(g.pos[near] - g.pos[a], axis=1)
-            if len(d) == 0:
-                continue
-            ok = (d <= cut[sa, g.spc[near]]) & (d <= _NEAREST_FACTOR * d.min()) & ~dopant[near]
-            order = np.argsort(d[ok], kind="stable")[:_MAX_DOPANT_BONDS]
-            out.update(int(b) for b in near[ok][order])
-        return out
+        """Generated name and structural hash of one defect (its flagged atoms ``members``)."""
+        name = defect_name(res, members, species=self.species_,
+                           host_species=self.host_species_,
+                           neighbor_species=self.neighbor_species_,
+                           bond_cutoffs=self.bond_cutoffs_, bond_tolerance=self.bond_tolerance)
+        return name, structural_hash(defect_graph(res.graph, members, res.missing_out,
+                                                  self.species_))
 
     def _instances(self, i, coords):
         res = self._analyse(coords)
@@ -884,7 +776,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         ends = np.searchsorted(cl, np.arange(res.n_clusters), side="right")
         for c, (s0, s1) in enumerate(zip(starts, ends)):
             members = np.sort(order[s0:s1])
-            gen, h, _ = self._describe(res, members)
+            gen, h = self._describe(res, members)
             centre = coords[members, :2].mean(axis=0)
             out.append(dict(image=i, cluster=c, atoms=members, generated_name=gen, hash=h,
                             row=float(centre[0]), col=float(centre[1]),
