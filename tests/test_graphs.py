@@ -10,8 +10,6 @@ import doctest
 import pickle
 from collections import Counter
 
-import matplotlib
-import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
 import pytest
@@ -27,11 +25,11 @@ from sklearn.utils.estimator_checks import (
 )
 
 import sklatom.graphs
+import sklatom.plotting
 from sklatom._validation import SklatomWarning
-from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, _ImageAnalysis, plot_defect_graph
+from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, _ImageAnalysis
 from sklatom.structures import make_structure, project_columns
 
-matplotlib.use("Agg")
 
 PS = 0.1  # Å/px
 TOL = 3.0  # Å
@@ -615,29 +613,11 @@ def test_a_large_lattice_is_analysed_in_one_piece():
 
 
 # --------------------------------------------------------------------------------------------
-# plotting, docs
+# docs (the defect plot is tested in test_plotting.py)
 # --------------------------------------------------------------------------------------------
-def test_plot_defect_graph(fitted):
-    clf, cols = fitted
-    labels = clf.predict([cols.coordinates])[0]
-    fig, ax = plt.subplots()
-    image = np.zeros((200, 200))
-    out = plot_defect_graph(image, cols.coordinates, labels, ax=ax, estimator=clf)
-    assert out is ax
-    legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
-    assert legend == ["V1", "lattice"]
-    (lines,) = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
-    assert len(lines.get_segments()) == len(clf.bonds([cols.coordinates])[0])
-    assert len(ax.get_images()) == 1
-    plt.close(fig)
-    # without an estimator: bonds learned from the image itself
-    fig, ax = plt.subplots()
-    plot_defect_graph(None, cols.coordinates, labels, ax=ax, pixel_size=PS,
-                      species=cols.classes)
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["V1", "lattice"]
-    plt.close(fig)
-    with pytest.raises(ValueError, match="labels"):
-        plot_defect_graph(None, cols.coordinates, labels[:3], pixel_size=PS)
+def test_the_defect_plot_lives_in_plotting_and_is_still_importable_from_graphs():
+    assert sklatom.graphs.plot_defect_graph is sklatom.plotting.plot_defect_graph
+    assert "plot_defect_graph" not in sklatom.graphs.__all__
 
 
 def test_docstring_examples():
