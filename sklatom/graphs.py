@@ -20,7 +20,12 @@
 
 The core computation runs on numpy/scipy arrays (KD-tree, sparse adjacency), so a million atoms
 take seconds; networkx graphs are built only for the (small) defects and on request
-(:meth:`GraphDefectClassifier.graphs`).
+(:meth:`GraphDefectClassifier.graphs`). :func:`sklatom.plotting.plot_defect_graph` draws the
+bond graph with the atoms coloured by defect.
+
+This module holds the estimator and :data:`FEATURE_NAMES`; the array kernels of the bond graph
+(bonds, faces, border, missing neighbours, species names) are in ``sklatom/_bondgraph.py``
+and the naming scheme below with the structural hash in ``sklatom/_defectnames.py``.
 
 Naming scheme
 -------------

@@ -244,6 +244,8 @@ def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, e
     >>> import matplotlib.pyplot as plt
     >>> fig, ax = plt.subplots()
     >>> ax = plot_defect_graph(None, coords, ["lattice", "lattice", "V1"], ax=ax, pixel_size=0.1)
+    >>> len(ax.collections[0].get_segments())  # bond lines: the third atom cuts the 1.4 Å pair
+    2
     >>> sorted(t.get_text() for t in ax.get_legend().get_texts())
     ['V1', 'lattice']
     """
