@@ -30,7 +30,6 @@ from sklatom._validation import SklatomWarning
 from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, _ImageAnalysis
 from sklatom.structures import make_structure, project_columns
 
-
 PS = 0.1  # Å/px
 TOL = 3.0  # Å
 FOV = (40.0, 40.0)
