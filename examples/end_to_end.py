@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from sklatom import (AcquisitionModel, GraphDefectClassifier, MultisliceSimulator, PeakFinder,
                      load_pretrained, make_structure)
-from sklatom.graphs import plot_defect_graph
+from sklatom.plotting import plot_defect_graph
 
 PIXEL = 0.1  # Å/px
 

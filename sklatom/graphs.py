@@ -20,7 +20,12 @@
 
 The core computation runs on numpy/scipy arrays (KD-tree, sparse adjacency), so a million atoms
 take seconds; networkx graphs are built only for the (small) defects and on request
-(:meth:`GraphDefectClassifier.graphs`).
+(:meth:`GraphDefectClassifier.graphs`). :func:`sklatom.plotting.plot_defect_graph` draws the
+bond graph with the atoms coloured by defect.
+
+This module holds the estimator and :data:`FEATURE_NAMES`; the array kernels of the bond graph
+(bonds, faces, border, missing neighbours, species names) are in ``sklatom/_bondgraph.py``
+and the naming scheme below with the structural hash in ``sklatom/_defectnames.py``.
 
 Naming scheme
 -------------
@@ -54,24 +59,29 @@ whether the atom is flagged).
 """
 
 import numbers
-import re
 import warnings
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 import pandas as pd
-from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 from joblib import Parallel, delayed
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._bondgraph import (FALLBACK_BOND, Border, BondGraph, coincident_atoms, find_bonds,
+                         missing_neighbours, parse_species, prior_radius)
+from ._defectnames import defect_graph, defect_name, structural_hash
 from ._validation import SklatomWarning, check_pixel_size
+# the defect plot lives in sklatom.plotting; importable from here too, where it was
+# documented before
+from .plotting import plot_defect_graph  # noqa: F401
 
-__all__ = ["GraphDefectClassifier", "plot_defect_graph", "FEATURE_NAMES"]
+__all__ = ["GraphDefectClassifier", "FEATURE_NAMES"]
 
 #: Per-atom features returned by :meth:`GraphDefectClassifier.transform`.
 FEATURE_NAMES = (
@@ -80,18 +90,10 @@ FEATURE_NAMES = (
     "n_ring_large", "edge", "dopant", "interstitial",
 )
 
-_FORMULA = re.compile(r"([A-Z][a-z]?)(\d*)")
-# generic class names (no covalent-radius prior): "X", "class1", ... and the contrast classes of
-# a general model ("light", "heavy": sklatom.load_pretrained().classes_)
-_GENERIC = re.compile(r"^(X|atom|class|type|light|heavy|dim|bright)[_ ]?\d*$", re.IGNORECASE)
 _SHELL_WINDOW = 0.3  # first-shell window for learning: distances up to (1 + w) * global NN
-_FALLBACK_BOND = 1.5  # Å, bond length when nothing is known about a species pair
 _WELL_SAMPLED = 50  # species pairs with this many samples take their own bond length
 _PSEUDO_COUNT = 10  # weight of the radius model for pairs with fewer samples
 _MAX_HOLE_FACTOR = 4  # faces up to this times the lattice ring size group their atoms
-_MAX_DOPANT_BONDS = 4  # a dopant is bonded to at most this many host atoms (Si in graphene: 3-4)
-_DOPANT_BOND_TOLERANCE = 0.15  # a dopant-host bond is at most this much longer than learned
-_NEAREST_FACTOR = 1.25  # ... and than the dopant's nearest neighbour
 _COINCIDENT = 0.2  # Å: atoms closer than this are one atom listed twice (merged, with a warning)
 _IMAGE_TOLERANCE = 1.0  # px: atoms this far outside image_shape are an error
 # measured bond lengths outside (r_a + r_b) times this range (covalent radii) mean a wrong pixel
@@ -101,266 +103,62 @@ _PLAUSIBLE_BOND = (0.5, 1.3)
 
 
 # --------------------------------------------------------------------------------------------
-# species
+# the analysis of one image
 # --------------------------------------------------------------------------------------------
-def _parse_species(name, where):
-    """Elements of a column name: {"S": 2} for "S2", {} for a generic name; raise otherwise."""
-    if not isinstance(name, str):
-        raise TypeError(f"{where} must be a string naming a species; got {name!r}")
-    if _GENERIC.match(name):
-        return {}
-    parts = _FORMULA.findall(name)
-    if not parts or "".join(s + c for s, c in parts) != name or any(
-            s not in chemical_symbols for s, _ in parts):
-        raise ValueError(
-            f"{where}={name!r} is not a species: expected 'background', a chemical symbol or "
-            f"column formula of symbols from ase.data.chemical_symbols (e.g. 'C', 'S2', 'OTi'), "
-            f"or a generic name such as 'X' or 'class1'")
-    counts = {}
-    for s, c in parts:
-        counts[s] = counts.get(s, 0) + (int(c) if c else 1)
-    return counts
+@dataclass(eq=False)
+class _ImageAnalysis:
+    """The bond graph of one image, its flagged atoms and their grouping into defects.
 
+    What :meth:`GraphDefectClassifier._analyse` returns for an image of ``n`` atoms whose graph
+    has ``n_faces`` faces and whose atoms miss ``n_sites`` neighbours inside the image.
 
-def _prior_radius(name):
-    """Covalent radius (Å) of a column: the largest of its elements; None for generic names."""
-    elements = _parse_species(name, "species")
-    if not elements:
-        return None
-    return max(float(covalent_radii[atomic_numbers[s]]) for s in elements)
-
-
-def _species_label(name):
-    """A column name as it appears inside a defect name: parentheses unless a bare element."""
-    return name if name in chemical_symbols else f"({name})"
-
-
-def _formula(counter):
-    return "".join(f"{_species_label(s)}{c}" for s, c in sorted(counter.items()))
-
-
-# --------------------------------------------------------------------------------------------
-# the graph of one image, on arrays
-# --------------------------------------------------------------------------------------------
-def _ranges(starts, lengths):
-    """Concatenated ``arange(s, s + l)`` for all (s, l), vectorised."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + offsets
-
-
-def _bonds(pos, spc, cutoff, z_max=None):
-    """Bonds (i < j) by species-pair cutoff and the relative-neighbourhood (empty lune) rule.
-
-    Parameters
+    Attributes
     ----------
-    pos : ndarray of shape (n, 2)
-        Positions (y, x) in Å.
-    spc : ndarray of shape (n,)
-        Species index per atom.
-    cutoff : ndarray of shape (n_species, n_species)
-        Bond cutoff in Å per species pair.
-    z_max : ndarray of shape (n_species,) or None
-        If given, atoms with more than ``z_max`` atoms within the cutoff that are bonded to
-        each other (an atom in the middle of a ring: an interstitial, adatom or false
-        detection), and the second of two atoms closer than a third of their cutoff (a double
-        detection), are left out of the graph.
-
-    Returns
-    -------
-    i, j : ndarray of shape (n_bonds,)
-        Bonded atoms, ``i < j``.
-    tree : cKDTree or None
-        The KD-tree of ``pos``.
-    interstitial : ndarray of shape (n,), dtype bool
-        Atoms left out by ``z_max``.
-    """
-    n = len(pos)
-    empty = np.zeros(0, dtype=np.int64)
-    interstitial = np.zeros(n, dtype=bool)
-    if n < 2:
-        return empty, empty, None, interstitial
-    present = np.unique(spc)
-    rmax = float(cutoff[np.ix_(present, present)].max())
-    tree = cKDTree(pos)
-    pairs = tree.query_pairs(rmax, output_type="ndarray").astype(np.int64)
-    if len(pairs) == 0:
-        return empty, empty, tree, interstitial
-    i, j = pairs[:, 0], pairs[:, 1]
-    d = np.linalg.norm(pos[i] - pos[j], axis=1)
-    # symmetric neighbour lists (CSR) of all pairs within rmax, for the lune test
-    src = np.concatenate([i, j])
-    J = np.concatenate([j, i])
-    D = np.concatenate([d, d])
-    order = np.argsort(src, kind="stable")
-    J, D = J[order], D[order]
-    deg = np.bincount(src, minlength=n)
-    indptr = np.concatenate([[0], np.cumsum(deg)])
-    cand = d <= cutoff[spc[i], spc[j]]
-    if z_max is not None:
-        # double detections: of two atoms closer than a third of a bond, keep the first
-        close = d < cutoff[spc[i], spc[j]] / 3
-        interstitial[np.maximum(i[close], j[close])] = True
-        cand &= ~interstitial[i] & ~interstitial[j]
-        interstitial |= _inside_rings(i[cand], j[cand], n, z_max[spc])
-        cand &= ~interstitial[i] & ~interstitial[j]
-    ci, cj, cd = i[cand], j[cand], d[cand]
-    if len(ci) == 0:
-        return empty, empty, tree, interstitial
-    lens = deg[ci]
-    rep = np.repeat(np.arange(len(ci)), lens)
-    idx = _ranges(indptr[ci], lens)
-    k = J[idx]
-    dik = D[idx]
-    djk = np.linalg.norm(pos[cj[rep]] - pos[k], axis=1)
-    blocked = (k != cj[rep]) & (dik < cd[rep]) & (djk < cd[rep]) & ~interstitial[k]
-    bad = np.zeros(len(ci), dtype=bool)
-    bad[rep[blocked]] = True
-    return ci[~bad], cj[~bad], tree, interstitial
-
-
-def _inside_rings(ci, cj, n, limit):
-    """Atoms with more than ``limit`` candidate neighbours that are bonded to each other.
-
-    An atom in the middle of a ring (an adatom, or a false detection in a hexagon) is within
-    the cutoff of the whole ring, whose atoms are bonded in turn: more than ``limit``
-    neighbours and at least ``limit`` bonds among them. A lattice atom's neighbours are not
-    bonded to each other, and an atom next to an adatom or in a Stone-Wales defect has at
-    most two such bonds.
-    """
-    out = np.zeros(n, dtype=bool)
-    deg = np.bincount(ci, minlength=n) + np.bincount(cj, minlength=n)
-    suspects = np.flatnonzero((limit >= 0) & (deg > limit))
-    if len(suspects) == 0:
-        return out
-    key = np.sort(np.concatenate([ci * n + cj, cj * n + ci]))
-    is_s = np.zeros(n, dtype=bool)
-    is_s[suspects] = True
-    sel = is_s[ci] | is_s[cj]
-    a = np.concatenate([ci[sel], cj[sel]])
-    b = np.concatenate([cj[sel], ci[sel]])
-    keep = is_s[a]
-    a, b = a[keep], b[keep]
-    for s in suspects:
-        nb = b[a == s]
-        u, v = np.triu_indices(len(nb), k=1)
-        q = nb[u] * n + nb[v]
-        pos = np.searchsorted(key, q)
-        links = np.sum(key[np.minimum(pos, len(key) - 1)] == q)
-        out[s] = links >= limit[s]
-    return out
-
-
-def _coincident(pos, radius):
-    """Groups of atoms closer than ``radius`` (chains included), each kept as its first atom.
-
-    Returns None when no two atoms are that close, else ``(keep, inverse)``: the indices of the
-    kept atoms (ascending) and, for every atom, the position in ``keep`` of its group's atom.
-    """
-    n = len(pos)
-    if n < 2:
-        return None
-    pairs = cKDTree(pos).query_pairs(radius, output_type="ndarray")
-    if len(pairs) == 0:
-        return None
-    adj = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                     shape=(n, n))
-    _, comp = connected_components(adj, directed=False)
-    first = np.full(comp.max() + 1, n)
-    np.minimum.at(first, comp, np.arange(n))
-    rep = first[comp]
-    keep = np.flatnonzero(rep == np.arange(n))
-    return keep, np.searchsorted(keep, rep)
-
-
-class _Graph:
-    """The bond graph of one image with its planar faces, as arrays.
-
-    Directed edges (both directions of every bond) are sorted by source atom, then by angle;
-    ``face[e]`` is the face left of edge ``e``; the faces of an atom's outgoing edges are the
-    rings around it.
+    graph : BondGraph
+        The bond graph with its faces, KD-tree and ``interstitial`` atoms (left out of it).
+    edge : ndarray of shape (n,), dtype bool
+        Atoms within ``edge_width_`` (Å) of the image border or of the atoms' convex hull.
+    missing_in, missing_out : ndarray of shape (n,), dtype int
+        Missing neighbours per atom whose sites lie inside the image, and outside it (see
+        :func:`~sklatom._bondgraph.missing_neighbours`).
+    sites : ndarray of shape (n_sites, 2)
+        Sites (y, x) in Å of the missing neighbours inside the image.
+    owners : ndarray of shape (n_sites,), dtype int
+        The atom each site is missing from.
+    expected : ndarray of shape (n,), dtype int
+        Expected coordination per atom, -1 for species without one.
+    dopant : ndarray of shape (n,), dtype bool
+        Atoms of a dopant species.
+    flagged : ndarray of shape (n,), dtype bool
+        Atoms that belong to a defect: dopants, miscoordinated host atoms, atoms of an
+        anomalous ring and interstitials, the last two not in the edge band.
+    cluster : ndarray of shape (n,), dtype int
+        Defect index (``0 .. n_clusters - 1``) of each flagged atom, -1 for the others.
+    n_clusters : int
+        Number of defects.
+    anomalous_ring : ndarray of shape (n_faces,), dtype bool
+        Inner faces whose size is not the lattice's ring size and at most 2 larger.
+    hole : ndarray of shape (n_faces,), dtype bool
+        Inner faces larger than that, up to :data:`_MAX_HOLE_FACTOR` times the ring size.
+    coord_bad : ndarray of shape (n,), dtype bool
+        Host atoms with missing neighbours inside the image, or (away from the edge) more
+        bonds than expected.
     """
 
-    def __init__(self, pos, spc, bi, bj):
-        n = len(pos)
-        self.n, self.pos, self.spc = n, pos, spc
-        src = np.concatenate([bi, bj])
-        dst = np.concatenate([bj, bi])
-        dy = pos[dst, 0] - pos[src, 0]
-        dx = pos[dst, 1] - pos[src, 1]
-        angle = np.arctan2(dy, dx)
-        order = np.lexsort((angle, src))
-        self.src, self.dst, self.angle = src[order], dst[order], angle[order]
-        self.length = np.hypot(dy, dx)[order]
-        E = len(self.src)
-        self.coordination = np.bincount(self.src, minlength=n)
-        self.indptr = np.concatenate([[0], np.cumsum(self.coordination)])
-        if E == 0:
-            self.face = np.zeros(0, dtype=np.int64)
-            self.face_size = np.zeros(0, dtype=np.int64)
-            self.face_inner = np.zeros(0, dtype=bool)
-            return
-        key = self.src * n + self.dst
-        by_key = np.argsort(key)
-        rev = by_key[np.searchsorted(key[by_key], self.dst * n + self.src)]
-        slot = np.arange(E) - self.indptr[self.src]
-        v = self.dst
-        nxt = self.indptr[v] + (slot[rev] - 1) % self.coordination[v]
-        graph = coo_matrix((np.ones(E, dtype=np.int8), (np.arange(E), nxt)), shape=(E, E))
-        _, face = connected_components(graph, directed=False)
-        self.face = face
-        self.face_size = np.bincount(face)
-        centre = pos.mean(axis=0)
-        y, x = (pos - centre).T
-        cross = x[self.src] * y[self.dst] - x[self.dst] * y[self.src]
-        area = 0.5 * np.bincount(face, weights=cross)
-        # inner faces run counter-clockwise in (x, y) = (col, row); outer faces and faces of
-        # trees have zero or negative area
-        self.face_inner = area > 1e-6
-
-    def atom_faces(self):
-        """(atom, face) of every corner: the face of each outgoing edge."""
-        return self.src, self.face
-
-
-class _Border:
-    """Distance (Å) of points to the image border (or the atoms' bounding box) and to the
-    convex hull of the atoms; negative outside."""
-
-    def __init__(self, pos, pixel_size, image_shape):
-        self.n = len(pos)
-        self.eq = None
-        if self.n == 0:
-            self.lo = self.hi = np.zeros(2)
-            return
-        if image_shape is not None:
-            h, w = image_shape
-            self.lo = np.array([-0.5, -0.5]) * pixel_size
-            self.hi = np.array([h - 0.5, w - 0.5]) * pixel_size
-        else:
-            self.lo, self.hi = pos.min(axis=0), pos.max(axis=0)
-        self.flat = self.n < 3
-        if not self.flat:
-            try:
-                self.eq = ConvexHull(pos).equations
-            except QhullError:  # collinear atoms: all on the hull
-                self.flat = True
-
-    def distance(self, points):
-        if len(points) == 0 or self.n == 0:
-            return np.zeros(len(points))
-        if self.flat:
-            return np.zeros(len(points))
-        dist = np.minimum(points - self.lo, self.hi - points).min(axis=1)
-        eq = self.eq
-        for start in range(0, len(points), 65536):
-            block = points[start:start + 65536]
-            dist[start:start + 65536] = np.minimum(
-                dist[start:start + 65536], (-(block @ eq[:, :2].T + eq[:, 2])).min(axis=1))
-        return dist
+    graph: BondGraph
+    edge: np.ndarray
+    missing_in: np.ndarray
+    missing_out: np.ndarray
+    sites: np.ndarray
+    owners: np.ndarray
+    expected: np.ndarray
+    dopant: np.ndarray
+    flagged: np.ndarray
+    cluster: np.ndarray
+    n_clusters: int
+    anomalous_ring: np.ndarray
+    hole: np.ndarray
+    coord_bad: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,7 +345,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         for i, name in enumerate(names):
             if name == "background":
                 raise ValueError(f"species: 'background' may only come first; got {self.species}")
-            _parse_species(name, f"species[{i}]")
+            parse_species(name, f"species[{i}]")
         if not names:
             raise ValueError(f"species names no atom species; got {self.species!r}")
         if len(set(names)) != len(names):
@@ -619,13 +417,13 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         """Merge coincident atoms (closer than :data:`_COINCIDENT` Å): one atom listed twice.
 
         Returns the coordinates with each group reduced to its first atom, and per image None
-        or ``(keep, inverse)`` (see :func:`_coincident`); warns naming how many and where, with
-        ``stacklevel`` pointing at the user's call.
+        or ``(keep, inverse)`` (see :func:`~sklatom._bondgraph.coincident_atoms`); warns naming
+        how many and where, with ``stacklevel`` pointing at the user's call.
         """
         ps = float(self.pixel_size)
         kept, merges, report = [], [], []
         for i, c in enumerate(coords):
-            m = _coincident(c[:, :2] * ps, _COINCIDENT)
+            m = coincident_atoms(c[:, :2] * ps, _COINCIDENT)
             merges.append(m)
             if m is None:
                 kept.append(c)
@@ -736,11 +534,11 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         # scaled to the data; they predict the pairs seen rarely or never
         well = {k: v for k, (v, c) in learned.items() if c >= _WELL_SAMPLED} or \
             {k: v for k, (v, c) in learned.items()}
-        prior = np.array([_prior_radius(s) or np.nan for s in self.species_])
+        prior = np.array([prior_radius(s) or np.nan for s in self.species_])
         scale = [v / (prior[a] + prior[b]) for (a, b), v in well.items()
                  if np.isfinite(prior[a] + prior[b])]
         scale = float(np.median(scale)) if scale else 1.0
-        typical = float(np.median(list(well.values()))) if well else _FALLBACK_BOND
+        typical = float(np.median(list(well.values()))) if well else FALLBACK_BOND
         r0 = np.where(np.isfinite(prior), prior * scale, typical / 2)
         rows, rhs = [], []
         for (a, b), v in well.items():
@@ -776,7 +574,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"fit found no atom pairs to measure bond lengths from (at least "
                 f"{self.min_pair_count} per species pair); bonds use covalent radii "
-                f"(or {_FALLBACK_BOND} Å for generic species) and may not match the lattice",
+                f"(or {FALLBACK_BOND} Å for generic species) and may not match the lattice",
                 SklatomWarning, stacklevel=3)
         self.bond_cutoffs_ = np.where(bonded, length * (1 + self.bond_tolerance), 0.0)
         return {(self.species_[a], self.species_[b]): v for (a, b), (v, _) in learned.items()}
@@ -791,7 +589,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         """
         problems, ratios = [], []
         for (a, b), length in sorted(measured.items()):
-            ra, rb = _prior_radius(a), _prior_radius(b)
+            ra, rb = prior_radius(a), prior_radius(b)
             if ra is None or rb is None:
                 continue
             lo, hi = (ra + rb) * _PLAUSIBLE_BOND[0], (ra + rb) * _PLAUSIBLE_BOND[1]
@@ -830,7 +628,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         self.host_species_ = hosts
         self.dopant_species_ = [s for s in self.species_ if s not in hosts]
         host_lengths = [self.bond_lengths_[(a, b)] for a in hosts for b in hosts
-                        if (a, b) in self.bond_lengths_] or [_FALLBACK_BOND]
+                        if (a, b) in self.bond_lengths_] or [FALLBACK_BOND]
         longest = max(host_lengths)
         self.typical_bond_length_ = float(np.median(host_lengths))
         self.edge_width_ = (1.15 * longest if self.edge_width is None
@@ -904,20 +702,19 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         z_max = None
         if leave_out:  # after learning: leave out atoms inside rings
             z_max = np.array([self.coordination_.get(s, -3) + 1 for s in self.species_])
-        bi, bj, tree, interstitial = _bonds(pos, spc, self.bond_cutoffs_, z_max)
-        g = _Graph(pos, spc, bi, bj)
-        g.tree, g.interstitial = tree, interstitial
-        border = border or _Border(pos, ps, self.image_shape)
+        bi, bj, tree, interstitial = find_bonds(pos, spc, self.bond_cutoffs_, z_max)
+        g = BondGraph(pos, spc, bi, bj, tree=tree, interstitial=interstitial)
+        border = border or Border(pos, ps, self.image_shape)
         edge = border.distance(pos) < self.edge_width_
         return g, edge
 
     def _analyse(self, coords):
-        """Graph, flags and defects of one image."""
+        """Graph, flags and defects of one image (:class:`_ImageAnalysis`)."""
         ps = float(self.pixel_size)
         pos = coords[:, :2] * ps
         spc = coords[:, 2].astype(np.int64) - 1
         n = len(pos)
-        border = _Border(pos, ps, self.image_shape)
+        border = Border(pos, ps, self.image_shape)
         g, edge = self._graph(pos, spc, ps, border)
         expected = np.array([self.coordination_.get(s, -1) for s in self.species_])[spc] \
             if n else np.zeros(0, dtype=np.int64)
@@ -925,7 +722,7 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         dopant = dopant_sp[spc] if n else np.zeros(0, dtype=bool)
         inter = g.interstitial
         host = ~dopant & (expected >= 0) & ~inter
-        missing_in, missing_out, sites, owners = self._missing_neighbours(
+        missing_in, missing_out, sites, owners = missing_neighbours(
             g, border, edge, (expected >= 0) & ~inter, expected)
         coord_bad = host & ((missing_in > 0) | (~edge & (g.coordination > expected)))
         ring = self.ring_size_
@@ -964,192 +761,30 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         ids = np.unique(comp[flagged])
         cluster = np.full(n, -1, dtype=np.int64)
         cluster[flagged] = np.searchsorted(ids, comp[flagged])
-        return dict(g=g, edge=edge, missing_in=missing_in, missing_out=missing_out,
-                    sites=sites, owners=owners,
-                    expected=expected, dopant=dopant, flagged=flagged,
-                    cluster=cluster, n_clusters=len(ids), anomalous_ring=anomalous_ring,
-                    hole=hole, coord_bad=coord_bad)
-
-    def _missing_neighbours(self, g, border, edge, host, expected):
-        """Missing neighbours of each host atom, split into inside and outside the image.
-
-        The bonds of an atom fill the angular gaps between its present bonds in steps of
-        ``360 / z`` degrees (z the expected coordination: 120 in a honeycomb, 90 in a square
-        lattice); a gap of ``k`` steps holds ``k - 1`` missing neighbours, placed one bond length
-        away. Those whose site lies outside the image or the atoms' convex hull (or within 0.3
-        bond lengths of it) are missing because of the border, not because of a vacancy; so are
-        those of edge atoms whose site no other atom misses. A site that holds an atom is a
-        stretched bond and counts as neither.
-
-        Returns
-        -------
-        inside, outside : ndarray of shape (n,), dtype int
-        sites : ndarray of shape (n_sites, 2)
-            Sites (y, x) in Å of the missing neighbours inside the image.
-        owners : ndarray of shape (n_sites,)
-            The atom each site is missing from.
-        """
-        n = g.n
-        inside = np.zeros(n, dtype=np.int64)
-        outside = np.zeros(n, dtype=np.int64)
-        coord = g.coordination
-        lonely = host & (coord == 0) & (expected > 0)
-        inside[lonely & ~edge] = expected[lonely & ~edge]
-        outside[lonely & edge] = expected[lonely & edge]
-        under = host & (coord > 0) & (coord < expected)
-        e = np.flatnonzero(under[g.src])
-        if len(e) == 0:
-            return inside, outside, np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-        a = g.src[e]
-        last = g.indptr[a + 1] - 1
-        nxt = np.where(e == last, g.indptr[a], e + 1)
-        gap = (g.angle[nxt] - g.angle[e]) % (2 * np.pi)
-        gap = np.where(coord[a] == 1, 2 * np.pi, gap)
-        step = 2 * np.pi / expected[a]
-        k = np.maximum(np.round(gap / step).astype(np.int64) - 1, 0)
-        rep = np.repeat(np.arange(len(e)), k)
-        j = np.arange(len(rep)) - np.repeat(np.cumsum(k) - k, k) + 1
-        theta = g.angle[e][rep] + j * step[rep]
-        atom = a[rep]
-        bond = (np.bincount(g.src, g.length, n) / np.maximum(coord, 1))[atom]
-        site = g.pos[atom] + bond[:, None] * np.column_stack([np.sin(theta), np.cos(theta)])
-        out = border.distance(site) < 0.3 * bond
-        # a "missing" neighbour whose site holds an atom is a stretched bond, not a vacancy
-        occupied = np.zeros(len(site), dtype=bool)
-        if len(site) and g.tree is not None:
-            occupied = g.tree.query(site, distance_upper_bound=0.5 * bond.max())[0] \
-                < 0.5 * bond
-        keep = ~out & ~occupied
-        # near the border the site of a missing neighbour is a guess (the lattice there may be
-        # cut through a distorted ring): an edge atom's site counts only when another atom
-        # misses the same site
-        lone = keep & edge[atom]
-        if np.any(lone):
-            idx = np.flatnonzero(keep)
-            pairs = cKDTree(site[idx]).query_pairs(0.6 * float(bond.max()),
-                                                   output_type="ndarray")
-            pairs = idx[pairs.reshape(-1, 2)]
-            pairs = pairs[atom[pairs[:, 0]] != atom[pairs[:, 1]]]
-            shared = np.zeros(len(site), dtype=bool)
-            shared[pairs.ravel()] = True
-            keep &= ~lone | shared
-            out |= lone & ~shared
-        inside += np.bincount(atom[keep], minlength=n)
-        outside += np.bincount(atom[out], minlength=n)
-        return inside, outside, site[keep], atom[keep]
+        return _ImageAnalysis(
+            graph=g, edge=edge, missing_in=missing_in, missing_out=missing_out, sites=sites,
+            owners=owners, expected=expected, dopant=dopant, flagged=flagged, cluster=cluster,
+            n_clusters=len(ids), anomalous_ring=anomalous_ring, hole=hole, coord_bad=coord_bad)
 
     def _describe(self, res, members):
-        """Name, hash and networkx graph of one defect (its flagged atoms ``members``)."""
-        g = res["g"]
-        core = set(members.tolist())
-        nbrs = {int(a): g.dst[g.indptr[a]:g.indptr[a + 1]].tolist() for a in members}
-        shell = sorted({b for a in core for b in nbrs[a]} - core)
-        names = self.species_
-        # dopants and their neighbours
-        parts = []
-        inter = [a for a in members if g.interstitial[a]]
-        dop = [a for a in members if res["dopant"][a] and not g.interstitial[a]]
-        if dop:
-            host_nb = self._dopant_bonds(g, res["dopant"], dop)
-            parts.append(_formula(Counter(names[g.spc[a]] for a in dop))
-                         + _formula(Counter(names[g.spc[b]] for b in host_nb)))
-        # interstitials (atoms inside a ring: adatoms, or false detections)
-        if inter:
-            kinds = Counter(names[g.spc[a]] for a in inter)
-            if len(self.host_species_) == 1 and set(kinds) == set(self.host_species_):
-                parts.append(f"I{len(inter)}")
-            else:
-                parts.append("I" + _formula(kinds))
-        # vacancies from missing neighbours
-        m, under = 0, set()
-        sel = np.isin(res["owners"], members)
-        if np.any(sel):
-            sites, owners = res["sites"][sel], res["owners"][sel]
-            merge = 0.6 * float(np.median(g.length[np.isin(g.src, owners)])) \
-                if np.isin(g.src, owners).any() else 0.6 * _FALLBACK_BOND
-            pairs = cKDTree(sites).query_pairs(merge, output_type="ndarray")
-            adj = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                             shape=(len(sites),) * 2)
-            m = connected_components(adj, directed=False)[0]
-            under = {names[g.spc[a]] for a in owners}
-        if m > 0:
-            miss = {self.neighbor_species_.get(s) for s in under}
-            tag = ""
-            if len(self.host_species_) > 1 and len(miss) == 1 and None not in miss:
-                tag = "_" + miss.pop()
-            parts.append(f"V{m}{tag}")
-        # rings
-        a_src, a_face = g.atom_faces()
-        sel = np.isin(a_src, members)
-        fs = np.unique(a_face[sel])
-        small = sorted(g.face_size[fs[res["anomalous_ring"][fs]]].tolist())
-        holes = sorted(g.face_size[fs[res["hole"][fs]]].tolist())
-        rings = small if (small or m > 0) else holes
-        at_border = bool(np.any(res["edge"][members]) or np.any(res["missing_out"][members])
-                         or not np.all(g.face_inner[fs]))
-        if small == [5, 5, 7, 7] or (at_border and small in ([5, 7], [5, 5, 7], [5, 7, 7])):
-            # a 5-7-7-5 ring group, possibly cut by the image border
-            parts.append("SW")
-        elif rings:
-            cnt = Counter(sorted(rings))
-            parts.append("R" + "-".join(f"{k}x{v}" if v > 1 else f"{k}"
-                                        for k, v in sorted(cnt.items())))
-        if not parts:
-            parts.append("X" + _formula(Counter(names[g.spc[a]] for a in members)))
-        name = "+".join(parts)
-        # structural hash of flagged atoms and their first neighbours
-        nodes = sorted(core) + shell
-        G = nx.Graph()
-        for a in nodes:
-            # at the border, missing neighbours are outside the image: count them as present
-            c = int(g.coordination[a] + res["missing_out"][a])
-            role = "i" if g.interstitial[a] else ("d" if a in core else "n")
-            G.add_node(a, label=f"{names[g.spc[a]]}:{c}:{role}")
-        for a in core:
-            for b in nbrs[a]:
-                G.add_edge(a, b)
-        node_set = set(nodes)
-        for a in shell:
-            for b in g.dst[g.indptr[a]:g.indptr[a + 1]]:
-                if int(b) in node_set:
-                    G.add_edge(a, int(b))
-        h = nx.weisfeiler_lehman_graph_hash(G, node_attr="label", iterations=3, digest_size=8)
-        return name, h, G
-
-    def _dopant_bonds(self, g, dopant, dop):
-        """Host atoms bonded to the dopants ``dop``, by distance.
-
-        A host atom is bonded to a dopant when it lies within 15 % of the dopant-host bond
-        length and within 25 % of the dopant's nearest neighbour (so the second neighbours of a
-        distorted lattice stay out), at most the :data:`_MAX_DOPANT_BONDS` nearest per dopant.
-        """
-        out = set()
-        if g.tree is None:
-            return out
-        tol = float(self.bond_tolerance)
-        cut = self.bond_cutoffs_ / (1 + tol) * (1 + min(tol, _DOPANT_BOND_TOLERANCE))
-        for a in dop:
-            sa = g.spc[a]
-            near = np.asarray(g.tree.query_ball_point(g.pos[a], float(cut[sa].max())), int)
-            near = near[(near != a) & ~g.interstitial[near]]
-            d = np.linalg.norm(g.pos[near] - g.pos[a], axis=1)
-            if len(d) == 0:
-                continue
-            ok = (d <= cut[sa, g.spc[near]]) & (d <= _NEAREST_FACTOR * d.min()) & ~dopant[near]
-            order = np.argsort(d[ok], kind="stable")[:_MAX_DOPANT_BONDS]
-            out.update(int(b) for b in near[ok][order])
-        return out
+        """Generated name and structural hash of one defect (its flagged atoms ``members``)."""
+        name = defect_name(res, members, species=self.species_,
+                           host_species=self.host_species_,
+                           neighbor_species=self.neighbor_species_,
+                           bond_cutoffs=self.bond_cutoffs_, bond_tolerance=self.bond_tolerance)
+        return name, structural_hash(defect_graph(res.graph, members, res.missing_out,
+                                                  self.species_))
 
     def _instances(self, i, coords):
         res = self._analyse(coords)
         out = []
-        order = np.argsort(res["cluster"], kind="stable")
-        cl = res["cluster"][order]
-        starts = np.searchsorted(cl, np.arange(res["n_clusters"]))
-        ends = np.searchsorted(cl, np.arange(res["n_clusters"]), side="right")
+        order = np.argsort(res.cluster, kind="stable")
+        cl = res.cluster[order]
+        starts = np.searchsorted(cl, np.arange(res.n_clusters))
+        ends = np.searchsorted(cl, np.arange(res.n_clusters), side="right")
         for c, (s0, s1) in enumerate(zip(starts, ends)):
             members = np.sort(order[s0:s1])
-            gen, h, _ = self._describe(res, members)
+            gen, h = self._describe(res, members)
             centre = coords[members, :2].mean(axis=0)
             out.append(dict(image=i, cluster=c, atoms=members, generated_name=gen, hash=h,
                             row=float(centre[0]), col=float(centre[1]),
@@ -1296,14 +931,14 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         return np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
 
     def _features(self, res):
-        g = res["g"]
+        g = res.graph
         n = g.n
         f = np.zeros((n, len(FEATURE_NAMES)))
         if n == 0:
             return f
         coord = g.coordination
         f[:, 0] = coord
-        f[:, 1] = res["missing_in"]
+        f[:, 1] = res.missing_in
         with np.errstate(invalid="ignore", divide="ignore"):
             f[:, 2] = np.where(coord > 0, np.bincount(g.src, g.length, n) / coord, 0)
         if len(g.src):
@@ -1326,8 +961,8 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 f[:, col] = np.bincount(a_src[sel], minlength=n)
             sel = inner & (sizes > 8)
             f[:, 11] = np.bincount(a_src[sel], minlength=n)
-        f[:, 12] = res["edge"]
-        f[:, 13] = res["dopant"]
+        f[:, 12] = res.edge
+        f[:, 13] = res.dopant
         f[:, 14] = g.interstitial
         return f
 
@@ -1365,13 +1000,13 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
         labels = self._atom_labels(coords, instances)
         out = []
         for res, lab, m in zip(results, labels, merges):
-            g = res["g"]
+            g = res.graph
             ids = np.arange(g.n) if m is None else m[0]  # node = index of the input atom
             G = nx.Graph()
             for a in range(g.n):
                 G.add_node(int(ids[a]), species=self.species_[g.spc[a]],
                            position=(float(g.pos[a, 0]), float(g.pos[a, 1])),
-                           coordination=int(g.coordination[a]), edge=bool(res["edge"][a]),
+                           coordination=int(g.coordination[a]), edge=bool(res.edge[a]),
                            label=lab[ids[a]])
             keep = g.src < g.dst
             G.add_edges_from((int(ids[a]), int(ids[b]), {"length": float(d)}) for a, b, d in
@@ -1403,89 +1038,3 @@ class GraphDefectClassifier(TransformerMixin, BaseEstimator):
                 bi, bj = m[0][bi], m[0][bj]
             out.append(np.column_stack([bi, bj]).astype(np.int64).reshape(-1, 2))
         return out
-
-
-# --------------------------------------------------------------------------------------------
-# plotting
-# --------------------------------------------------------------------------------------------
-def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, estimator=None,
-                      species=None, cmap="gray", bond_color="0.6"):
-    """Show an image with its bond graph and atoms coloured by defect kind.
-
-    Parameters
-    ----------
-    image : ndarray of shape (height, width) or None
-        The image (shown in grey under the graph); None draws the graph only.
-    coordinates : ndarray of shape (k, 3)
-        Atoms: row, col (px) and class index.
-    labels : array-like of shape (k,) of str
-        Per-atom labels, e.g. one entry of :meth:`GraphDefectClassifier.predict`.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; default the current axes.
-    pixel_size : float, optional
-        Pixel size in Å/px, needed only when ``estimator`` is None (bonds are then learned
-        from this image alone); None then measures in pixels.
-    estimator : GraphDefectClassifier, optional
-        A fitted classifier whose bond rules draw the bonds.
-    species : list of str, optional
-        Species names for the classes when ``estimator`` is None.
-    cmap : str, default="gray"
-        Colour map of the image.
-    bond_color : color, default="0.6"
-        Colour of the bond lines.
-
-    Returns
-    -------
-    ax : matplotlib.axes.Axes
-        The axes, with one scatter per label and a legend naming the labels.
-
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import numpy as np
-    >>> coords = np.array([[10, 10, 1], [10, 24, 1], [22, 17, 1]], dtype=float)
-    >>> ax = plot_defect_graph(None, coords, ["lattice", "lattice", "V1"], pixel_size=0.1)
-    >>> sorted(t.get_text() for t in ax.get_legend().get_texts())
-    ['V1', 'lattice']
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
-
-    coords = np.asarray(coordinates, dtype=float).reshape(-1, 3)
-    labels = np.asarray(labels, dtype=object).reshape(-1)
-    if len(labels) != len(coords):
-        raise ValueError(f"labels has {len(labels)} entries for {len(coords)} atoms in "
-                         f"coordinates; expected one label per atom")
-    if ax is None:
-        ax = plt.gca()
-    if image is not None:
-        image = np.asarray(image)
-        if image.ndim != 2:
-            raise ValueError(f"image must be 2-D (height, width); got shape {image.shape}")
-        ax.imshow(image, cmap=cmap)
-    if estimator is None and len(coords):
-        estimator = GraphDefectClassifier(
-            species=species, pixel_size=1.0 if pixel_size is None else pixel_size)
-        with warnings.catch_warnings():
-            if pixel_size is None:  # lengths in px, not bonds in Å
-                warnings.filterwarnings("ignore", "fit learned bond lengths", SklatomWarning)
-            estimator.fit([coords])
-    if len(coords) >= 2:
-        (pairs,) = estimator.bonds([coords])
-        segs = coords[pairs][:, :, [1, 0]]
-        ax.add_collection(LineCollection(segs, colors=bond_color, linewidths=1.0, zorder=1,
-                                         label="_bonds"))
-    kinds = sorted(set(labels.tolist()), key=lambda s: (s != "lattice", s))
-    colours = plt.get_cmap("tab10")
-    for i, kind in enumerate(kinds):
-        sel = labels == kind
-        ax.scatter(coords[sel, 1], coords[sel, 0], s=12 if kind == "lattice" else 30,
-                   color=colours(i % 10), label=kind, zorder=2)
-    if kinds:
-        ax.legend(loc="upper right", fontsize="small")
-    if image is None and len(coords):
-        ax.set_aspect("equal")
-        if not ax.yaxis_inverted():
-            ax.invert_yaxis()
-    return ax

@@ -7,14 +7,18 @@ Every function draws into the given (or current) axes and returns them, so figur
     plot_descriptors(table, "area", "mean_intensity", hue="class", ax=b)
 
 Coordinates are ``(row, col)`` in pixels, as everywhere in sklatom; a ``pixel_size`` adds a
-scale bar in Å.
+scale bar in Å, except in :func:`plot_defect_graph`, the bare bond-graph overlay that
+:func:`plot_defects` frames with a scale bar and a title.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 
-__all__ = ["plot_atoms", "plot_defects", "plot_descriptors"]
+from .exceptions import SklatomWarning
+
+__all__ = ["plot_atoms", "plot_defect_graph", "plot_defects", "plot_descriptors"]
 
 
 def _axes(ax):
@@ -199,12 +203,101 @@ def _frame(ax, image, pixel_size, title):
     return ax
 
 
+def plot_defect_graph(image, coordinates, labels, ax=None, pixel_size=None, *, estimator=None,
+                      species=None, cmap="gray", bond_color="0.6"):
+    """Show an image with its bond graph and atoms coloured by defect kind.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width) or None
+        The image (shown in grey under the graph); None draws the graph only.
+    coordinates : ndarray of shape (k, 3)
+        Atoms: row, col (px) and class index.
+    labels : array-like of shape (k,) of str
+        Per-atom labels, e.g. one entry of
+        :meth:`~sklatom.graphs.GraphDefectClassifier.predict`.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default the current axes.
+    pixel_size : float, optional
+        Pixel size in Å/px, needed only when ``estimator`` is None (bonds are then learned
+        from this image alone); None then measures in pixels.
+    estimator : GraphDefectClassifier, optional
+        A fitted classifier whose bond rules draw the bonds.
+    species : list of str, optional
+        Species names for the classes when ``estimator`` is None.
+    cmap : str, default="gray"
+        Colour map of the image.
+    bond_color : color, default="0.6"
+        Colour of the bond lines.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The axes, with one scatter per label and a legend naming the labels.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> coords = np.array([[10, 10, 1], [10, 24, 1], [22, 17, 1]], dtype=float)
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> ax = plot_defect_graph(None, coords, ["lattice", "lattice", "V1"], ax=ax, pixel_size=0.1)
+    >>> len(ax.collections[0].get_segments())  # bond lines: the third atom cuts the 1.4 Å pair
+    2
+    >>> sorted(t.get_text() for t in ax.get_legend().get_texts())
+    ['V1', 'lattice']
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from .graphs import GraphDefectClassifier
+
+    coords = np.asarray(coordinates, dtype=float).reshape(-1, 3)
+    labels = np.asarray(labels, dtype=object).reshape(-1)
+    if len(labels) != len(coords):
+        raise ValueError(f"labels has {len(labels)} entries for {len(coords)} atoms in "
+                         f"coordinates; expected one label per atom")
+    if ax is None:
+        ax = plt.gca()
+    if image is not None:
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f"image must be 2-D (height, width); got shape {image.shape}")
+        ax.imshow(image, cmap=cmap)
+    if estimator is None and len(coords):
+        estimator = GraphDefectClassifier(
+            species=species, pixel_size=1.0 if pixel_size is None else pixel_size)
+        with warnings.catch_warnings():
+            if pixel_size is None:  # lengths in px, not bonds in Å
+                warnings.filterwarnings("ignore", "fit learned bond lengths", SklatomWarning)
+            estimator.fit([coords])
+    if len(coords) >= 2:
+        (pairs,) = estimator.bonds([coords])
+        segs = coords[pairs][:, :, [1, 0]]
+        ax.add_collection(LineCollection(segs, colors=bond_color, linewidths=1.0, zorder=1,
+                                         label="_bonds"))
+    kinds = sorted(set(labels.tolist()), key=lambda s: (s != "lattice", s))
+    colours = plt.get_cmap("tab10")
+    for i, kind in enumerate(kinds):
+        sel = labels == kind
+        ax.scatter(coords[sel, 1], coords[sel, 0], s=12 if kind == "lattice" else 30,
+                   color=colours(i % 10), label=kind, zorder=2)
+    if kinds:
+        ax.legend(loc="upper right", fontsize="small")
+    if image is None and len(coords):
+        ax.set_aspect("equal")
+        if not ax.yaxis_inverted():
+            ax.invert_yaxis()
+    return ax
+
+
 def plot_defects(image, coordinates, labels, ax=None, pixel_size=None, *, estimator=None,
                  species=None, cmap="gray", title=None):
     """Show an image with its bond graph and the atoms coloured by defect name.
 
-    A thin wrapper of :func:`sklatom.graphs.plot_defect_graph` that adds a scale bar and a
-    title.
+    A thin wrapper of :func:`plot_defect_graph` that adds a scale bar and a title.
 
     Parameters
     ----------
@@ -246,8 +339,6 @@ def plot_defects(image, coordinates, labels, ax=None, pixel_size=None, *, estima
     >>> sorted(t.get_text() for t in ax.get_legend().get_texts())
     ['V1', 'lattice']
     """
-    from .graphs import plot_defect_graph
-
     image = _check_image(image)
     coords = _check_coordinates(coordinates)
     ax = plot_defect_graph(image, coords, labels, ax=_axes(ax), pixel_size=pixel_size,

@@ -10,8 +10,6 @@ import doctest
 import pickle
 from collections import Counter
 
-import matplotlib
-import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
 import pytest
@@ -27,11 +25,10 @@ from sklearn.utils.estimator_checks import (
 )
 
 import sklatom.graphs
+import sklatom.plotting
 from sklatom._validation import SklatomWarning
-from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, plot_defect_graph
+from sklatom.graphs import FEATURE_NAMES, GraphDefectClassifier, _ImageAnalysis
 from sklatom.structures import make_structure, project_columns
-
-matplotlib.use("Agg")
 
 PS = 0.1  # Å/px
 TOL = 3.0  # Å
@@ -448,6 +445,23 @@ def test_transform_features_and_pandas_output():
     assert np.allclose(df.to_numpy(), F)
 
 
+def test_the_analysis_of_one_image_has_the_documented_fields_and_shapes(fitted):
+    clf, cols = fitted
+    c = cols.coordinates
+    res = clf._analyse(c)
+    assert isinstance(res, _ImageAnalysis)
+    n, n_faces = len(c), len(res.graph.face_size)
+    assert res.graph.n == n and res.graph.interstitial.shape == (n,)
+    for name in ("edge", "missing_in", "missing_out", "expected", "dopant", "flagged",
+                 "cluster", "coord_bad"):
+        assert getattr(res, name).shape == (n,), name
+    assert res.anomalous_ring.shape == res.hole.shape == (n_faces,)
+    assert res.sites.shape == (len(res.owners), 2) and res.owners.max() < n
+    # one vacancy: its three neighbours are one defect, each missing one neighbour
+    assert res.n_clusters == 1 and np.array_equal(res.flagged, res.cluster >= 0)
+    assert res.missing_in[res.flagged].tolist() == [1, 1, 1]
+
+
 def test_n_jobs_gives_the_same_graphs_and_defects():
     cols = [sample("graphene", GRAPHENE_DEFECTS, seed)[0] for seed in (5, 6, 7)]
     X, species = [c.coordinates for c in cols], cols[0].classes
@@ -598,29 +612,11 @@ def test_a_large_lattice_is_analysed_in_one_piece():
 
 
 # --------------------------------------------------------------------------------------------
-# plotting, docs
+# docs (the defect plot is tested in test_plotting.py)
 # --------------------------------------------------------------------------------------------
-def test_plot_defect_graph(fitted):
-    clf, cols = fitted
-    labels = clf.predict([cols.coordinates])[0]
-    fig, ax = plt.subplots()
-    image = np.zeros((200, 200))
-    out = plot_defect_graph(image, cols.coordinates, labels, ax=ax, estimator=clf)
-    assert out is ax
-    legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
-    assert legend == ["V1", "lattice"]
-    (lines,) = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
-    assert len(lines.get_segments()) == len(clf.bonds([cols.coordinates])[0])
-    assert len(ax.get_images()) == 1
-    plt.close(fig)
-    # without an estimator: bonds learned from the image itself
-    fig, ax = plt.subplots()
-    plot_defect_graph(None, cols.coordinates, labels, ax=ax, pixel_size=PS,
-                      species=cols.classes)
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["V1", "lattice"]
-    plt.close(fig)
-    with pytest.raises(ValueError, match="labels"):
-        plot_defect_graph(None, cols.coordinates, labels[:3], pixel_size=PS)
+def test_the_defect_plot_lives_in_plotting_and_is_still_importable_from_graphs():
+    assert sklatom.graphs.plot_defect_graph is sklatom.plotting.plot_defect_graph
+    assert "plot_defect_graph" not in sklatom.graphs.__all__
 
 
 def test_docstring_examples():

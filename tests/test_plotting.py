@@ -1,5 +1,7 @@
 """Tests of sklatom.plotting: artists, legend labels and point counts (Agg backend), not pixels."""
 
+import doctest
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -9,7 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 
-from sklatom.plotting import plot_atoms, plot_defects, plot_descriptors  # noqa: E402
+import sklatom.plotting  # noqa: E402
+from sklatom.graphs import GraphDefectClassifier  # noqa: E402
+from sklatom.plotting import (plot_atoms, plot_defect_graph, plot_defects,  # noqa: E402
+                              plot_descriptors)
+from sklatom.structures import make_structure, project_columns  # noqa: E402
+
+PS = 0.1  # Å/px
 
 
 @pytest.fixture
@@ -97,6 +105,38 @@ def test_plot_atoms_errors(ax, kwargs, error, match):
         plot_atoms(args.pop("image"), args.pop("coordinates"), ax=ax, **args)
 
 
+@pytest.fixture(scope="module")
+def fitted():
+    """A classifier fitted on 20 x 20 Å of graphene with one vacancy, and its columns."""
+    atoms = make_structure("graphene", (20.0, 20.0), defects={"vacancy": 1}, random_state=0)
+    cols = project_columns(atoms, PS)
+    clf = GraphDefectClassifier(species=cols.classes, pixel_size=PS).fit([cols.coordinates])
+    return clf, cols
+
+
+def test_plot_defect_graph(fitted):
+    clf, cols = fitted
+    labels = clf.predict([cols.coordinates])[0]
+    fig, ax = plt.subplots()
+    image = np.zeros((200, 200))
+    out = plot_defect_graph(image, cols.coordinates, labels, ax=ax, estimator=clf)
+    assert out is ax
+    legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
+    assert legend == ["V1", "lattice"]
+    (lines,) = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+    assert len(lines.get_segments()) == len(clf.bonds([cols.coordinates])[0])
+    assert len(ax.get_images()) == 1
+    plt.close(fig)
+    # without an estimator: bonds learned from the image itself
+    fig, ax = plt.subplots()
+    plot_defect_graph(None, cols.coordinates, labels, ax=ax, pixel_size=PS,
+                      species=cols.classes)
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["V1", "lattice"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="labels"):
+        plot_defect_graph(None, cols.coordinates, labels[:3], pixel_size=PS)
+
+
 def test_plot_defects_wraps_the_graph_plot(ax):
     coords = np.array([[10, 10, 1], [10, 24, 1], [22, 17, 1], [30, 30, 2]], dtype=float)
     labels = ["lattice", "lattice", "V1", "Si1C3"]
@@ -160,3 +200,8 @@ def test_plot_descriptors_unknown_column(ax, table):
         plot_descriptors(table, "area", "volume", ax=ax)
     with pytest.raises(ValueError, match=r"hue='kind' is not a column"):
         plot_descriptors(table, "area", "score", hue="kind", ax=ax)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(sklatom.plotting, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 4 and result.failed == 0
