@@ -610,7 +610,10 @@ def test_lists_of_different_sizes_train(data):
 
 def test_warm_start_fine_tunes_from_the_fitted_weights(fitted, data, test_data):
     X, y = data
-    tuned = with_params(fitted, warm_start=True, max_epochs=1, lr=1e-3,
+    # a fine-tuning learning rate: at 1e-3 one epoch's fresh Adam steps cost the tiny network
+    # 0.03-0.11 of its training IoU depending on the random stream (0.11 with this
+    # environment's, so the check below failed), at 3e-4 0.01-0.02 for every seed tried
+    tuned = with_params(fitted, warm_start=True, max_epochs=1, lr=3e-4,
                         validation_fraction=None)
     tuned.fit(X, y)
     fresh = FCNSegmenter(**TINY, max_epochs=1, classes=CLASSES, validation_fraction=None,
