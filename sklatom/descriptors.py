@@ -1,12 +1,14 @@
 """Shape, intensity and neighbourhood descriptors of the atomic contours of probability maps.
 
-:class:`ContourDescriptor` segments each probability map ``(n_classes, height, width)`` (class 0 =
-background) into "atomic contours" -- connected regions where the foreground probability
-``1 - P[0]`` reaches a threshold -- and describes every contour by one row of numbers: its shape
-(area, perimeter, axes, orientation, eccentricity, solidity, Hu moments, measured by
-:func:`skimage.measure.regionprops_table`), the intensity inside it, and its neighbourhood
-(nearest-neighbour distances, neighbour count, bond-orientational order ``|psi_n|``). The table
-feeds scikit-learn's scalers, clusterers and outlier detectors directly.
+:class:`ContourDescriptor` describes every atom that :class:`~sklatom.peaks.PeakFinder` finds in
+a probability map ``(n_classes, height, width)`` (class 0 = background) by one row of numbers,
+measured on its "atomic contour", the blob of pixels the atom was found from (4-connected pixels
+whose foreground probability ``1 - P[0]`` exceeds a threshold; one rule for both, in
+``sklatom._blobs``): its shape (area, perimeter, axes, orientation, eccentricity, solidity, Hu
+moments, measured by :func:`skimage.measure.regionprops_table`), the intensity inside it, and
+its neighbourhood (nearest-neighbour distances, neighbour count, bond-orientational order
+``|psi_n|``). Rows come in PeakFinder's order, so they join back to its atoms; the table feeds
+scikit-learn's scalers, clusterers and outlier detectors directly.
 """
 
 import numbers
@@ -14,7 +16,6 @@ import numbers
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
-from skimage.measure import label as _label
 from skimage.measure import regionprops_table
 from sklearn import get_config
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -22,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import (check_images_for_maps, check_pixel_size, check_probability_maps,
                           map_items, split_maps_and_images)
+from .peaks import PeakFinder, _find_peaks_checked
 
 __all__ = ["ContourDescriptor"]
 
@@ -31,11 +33,7 @@ _OUTPUTS = ("default", "pandas")
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _check_params(threshold, pixel_size, order, n_neighbors, neighbor_radius, exclude_border):
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a number in (0, 1); got {threshold!r}")
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be strictly between 0 and 1; got {threshold!r}")
+def _check_params(pixel_size, order, n_neighbors, neighbor_radius, exclude_border):
     ps = check_pixel_size(pixel_size, "pixel_size", allow_none=True)
     for name, value in (("order", order), ("n_neighbors", n_neighbors)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -119,43 +117,30 @@ def _neighbourhood(centres, order, n_neighbors, radius_px):
     return nn1, nn_mean, counts, psi
 
 
-def _describe_one(p, image, threshold, pixel_size, order, n_neighbors, neighbor_radius,
+def _describe_one(p, image, finder_args, pixel_size, order, n_neighbors, neighbor_radius,
                   exclude_border, include_coordinates):
-    """Rows of the feature table for one map ``p`` (n_classes, H, W)."""
-    n_classes = p.shape[0]
-    fg = 1.0 - p[0]
-    labels = _label(fg >= threshold, connectivity=2)
+    """Rows of the feature table for one map ``p`` (n_classes, H, W): one per atom that
+    PeakFinder finds with ``finder_args``, in its order, described on the pixels of its blob."""
+    coords, _, labels = _find_peaks_checked(p, image, *finder_args, return_labels=True)
     n_cols = len(_feature_names(pixel_size, order, include_coordinates))
-    if labels.max() == 0:
+    if len(coords) == 0:
         return np.empty((0, n_cols))
-    intensity = fg if image is None else image
-    # channels: intensity for the statistics, fg (> 0 on every contour) for the weighted centroid
-    stack = np.stack([intensity, fg], axis=-1)
+    intensity = 1.0 - p[0].astype(np.float64) if image is None else image
+    # label j + 1 is atom j, so the regions come in the atoms' order
     props = regionprops_table(
-        labels, intensity_image=stack,
-        properties=("label", "area", "perimeter", "equivalent_diameter_area",
-                    "axis_major_length", "axis_minor_length", "eccentricity", "orientation",
-                    "solidity", "intensity_mean", "intensity_max", "intensity_min",
-                    "intensity_std", "moments_hu", "centroid_weighted"))
-    centres = np.column_stack([props["centroid_weighted-0-1"], props["centroid_weighted-1-1"]])
-    # mean probability of each foreground class over each contour (labels are 1..n, no gaps)
-    n_regions = int(labels.max())
-    flat = labels.ravel()
-    sizes = np.bincount(flat, minlength=n_regions + 1)[1:]
-    class_sums = np.stack([np.bincount(flat, weights=p[c].ravel(), minlength=n_regions + 1)[1:]
-                           for c in range(1, n_classes)], axis=1)
-    klass = 1.0 + np.argmax(class_sums / sizes[:, None], axis=1)
-    klass = klass[props["label"] - 1]
+        labels, intensity_image=intensity,
+        properties=("area", "perimeter", "equivalent_diameter_area", "axis_major_length",
+                    "axis_minor_length", "eccentricity", "orientation", "solidity",
+                    "intensity_mean", "intensity_max", "intensity_min", "intensity_std",
+                    "moments_hu"))
     s = 1.0 if pixel_size is None else pixel_size
     radius_px = None if neighbor_radius is None else neighbor_radius / s
-    nn1, nn_mean, counts, psi = _neighbourhood(centres, order, n_neighbors, radius_px)
+    nn1, nn_mean, counts, psi = _neighbourhood(coords[:, :2], order, n_neighbors, radius_px)
     # skimage: angle between the row axis and the major axis in [-pi/2, pi/2]; we return the
     # angle from the +col axis, counter-clockwise as displayed, in [-90, 90) degrees.
     phi = np.rad2deg(props["orientation"]) + 90.0
     phi = np.where(phi >= 90.0, phi - 180.0, phi)
-    cols = []
-    if include_coordinates:
-        cols += [centres[:, 0], centres[:, 1], klass]
+    cols = [coords[:, 0], coords[:, 1], coords[:, 2]] if include_coordinates else []
     cols += [
         props["area"] * s * s,
         props["perimeter"] * s,
@@ -167,10 +152,10 @@ def _describe_one(p, image, threshold, pixel_size, order, n_neighbors, neighbor_
         np.cos(np.deg2rad(2 * phi)),
         np.sin(np.deg2rad(2 * phi)),
         props["solidity"],
-        props["intensity_mean-0"],
-        props["intensity_max-0"],
-        props["intensity_min-0"],
-        props["intensity_std-0"],
+        props["intensity_mean"],
+        props["intensity_max"],
+        props["intensity_min"],
+        props["intensity_std"],
         *[props[f"moments_hu-{k}"] for k in range(7)],
         nn1 * s,
         nn_mean * s,
@@ -180,8 +165,7 @@ def _describe_one(p, image, threshold, pixel_size, order, n_neighbors, neighbor_
     table = np.column_stack(cols).astype(np.float64)
     if exclude_border is not False:
         margin = 0 if exclude_border is True else int(exclude_border)
-        keep = ~_border_mask(labels, margin)[props["label"]]
-        table = table[keep]
+        table = table[~_border_mask(labels, margin)[1:]]
     return table
 
 
@@ -191,15 +175,23 @@ def _describe_one(p, image, threshold, pixel_size, order, n_neighbors, neighbor_
 class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Describe each atomic contour of probability maps by shape, intensity and neighbourhood.
 
-    A contour is a connected region (8-connectivity, :func:`skimage.measure.label`) of pixels
-    whose foreground probability ``1 - P[0]`` is at least ``threshold``. Each contour gives one row
-    of a feature table; the rows of all images are stacked, image by image, in the order of
-    their labels (raster order of each contour's first pixel).
+    A contour is the blob of one atom of :class:`~sklatom.peaks.PeakFinder` with the same
+    ``threshold`` (its other parameters at their defaults, ``method="components"``): a
+    4-connected region of pixels whose foreground probability ``1 - P[0]`` exceeds the threshold
+    of their most probable foreground class (pixels that touch only at a corner belong to
+    different contours). Each atom gives one row of a feature table, in PeakFinder's order (by
+    row, then column): with ``exclude_border=False`` row ``j`` of an image describes atom ``j``
+    of ``PeakFinder(threshold=threshold).transform(P)``, with ``exclude_border=True`` atom ``j``
+    of ``PeakFinder(threshold=threshold, exclude_edges=True)``. The rows of all images are
+    stacked, image by image.
 
     Parameters
     ----------
-    threshold : float, default=0.5
-        Foreground probability (in (0, 1)) at and above which a pixel belongs to a contour.
+    threshold : float, dict or sequence of float, default=0.5
+        Probability threshold in (0, 1), as :class:`~sklatom.peaks.PeakFinder`'s: a pixel
+        belongs to a contour when ``1 - P[0]`` exceeds the threshold of its most probable
+        foreground class. A dict maps class index to threshold (classes not listed use 0.5); a
+        sequence gives one threshold per foreground class, class 1 first.
     pixel_size : float or None, default=None
         Pixel size in Å/px. When given, lengths are in Å and areas in Å² (feature names end in
         ``_A`` / ``_A2``); when None, in px and px² (names end in ``_px`` / ``_px2``).
@@ -218,9 +210,11 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         contours touching the outermost pixel, an integer ``m`` those with a pixel within ``m``
         px of it, False keeps all. Dropped contours still count as neighbours of the others.
     include_coordinates : bool, default=True
-        Make the first three columns ``row``, ``col`` (px, probability-weighted centroid, pixel
-        centres at integers) and ``class`` (index >= 1 of the foreground class with the largest
-        mean probability over the contour), so that rows can be joined back to coordinates.
+        Make the first three columns ``row``, ``col`` (px, pixel centres at integers) and
+        ``class`` (index >= 1): the atom's coordinates exactly as PeakFinder gives them (centre
+        of mass of the contour weighted by ``1 - P[0]`` minus the threshold; the foreground
+        class with the largest probability mass over the contour, same weights), so that rows
+        join back to coordinates.
         Set to False to keep positions out of the features, e.g. in front of a scaler and an
         outlier detector.
     n_jobs : int or None, default=None
@@ -253,8 +247,8 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
     **Output.** A float64 array ``(n_contours_total, n_features)``; with
     ``set_output(transform="pandas")`` (or the global ``transform_output="pandas"``), a
     DataFrame with the same columns and a MultiIndex ``(image, atom)``: the image index and the
-    contour's index within that image. Maps without any contour give a table with 0 rows and all
-    columns. Columns, in order (``L`` = ``A`` or ``px``):
+    row's index within that image (0, 1, ... over the rows kept). Maps without any contour give
+    a table with 0 rows and all columns. Columns, in order (``L`` = ``A`` or ``px``):
 
     - ``row``, ``col``, ``class`` (only if ``include_coordinates``): position in px, class index.
     - ``area_L2``, ``perimeter_L``, ``equivalent_diameter_L`` (diameter of the disk of the same
@@ -269,13 +263,14 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
     - ``intensity_mean``, ``intensity_max``, ``intensity_min``, ``intensity_std`` of the image
       (or of ``1 - P[0]``) over the contour.
     - ``hu_0`` ... ``hu_6``: Hu's moment invariants of the binary contour (raw, not log-scaled).
-    - ``nn_distance_L``: distance to the nearest other contour centre; ``nn_mean_distance_L``:
-      mean distance to the ``n_neighbors`` nearest; ``n_neighbors_within``: number of contours
-      within ``neighbor_radius``; ``psi{order}``: ``|mean_j exp(i order theta_j)|`` over the
-      ``order`` nearest contours, theta_j the bond angle (1 = perfect n-fold order). Neighbours
-      are searched among all contours of the same image, including those dropped by
-      ``exclude_border``. With fewer than 2 contours in an image, the distances and ``psi`` are
-      NaN and the count is 0; with fewer than ``order`` + 1, ``psi`` uses those available.
+    - ``nn_distance_L``: distance to the nearest other contour centre (the atom positions
+      ``row``, ``col``); ``nn_mean_distance_L``: mean distance to the ``n_neighbors`` nearest;
+      ``n_neighbors_within``: number of contours within ``neighbor_radius``; ``psi{order}``:
+      ``|mean_j exp(i order theta_j)|`` over the ``order`` nearest contours, theta_j the bond
+      angle (1 = perfect n-fold order). Neighbours are searched among all contours of the same
+      image, including those dropped by ``exclude_border``. With fewer than 2 contours in an
+      image, the distances and ``psi`` are NaN and the count is 0; with fewer than ``order`` +
+      1, ``psi`` uses those available.
 
     Examples
     --------
@@ -320,8 +315,13 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         if not isinstance(self.include_coordinates, (bool, np.bool_)):
             raise TypeError(
                 f"include_coordinates must be True or False; got {self.include_coordinates!r}")
-        return _check_params(self.threshold, self.pixel_size, self.order, self.n_neighbors,
+        return _check_params(self.pixel_size, self.order, self.n_neighbors,
                              self.neighbor_radius, self.exclude_border)
+
+    def _finder_args(self, n_classes):
+        """The per-map arguments of the PeakFinder whose atoms the rows are (this threshold,
+        its other parameters at their defaults); checks the threshold against the maps."""
+        return PeakFinder(threshold=self.threshold)._map_args(n_classes)
 
     def set_output(self, *, transform=None):
         """Choose the output container of :meth:`transform` and :meth:`fit_transform`.
@@ -365,9 +365,10 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         """
         ps = self._check_all_params()
         P, images = split_maps_and_images(P, images)
-        maps = check_probability_maps(P, dtype=np.float64)
+        maps = check_probability_maps(P)
         if images is not None:
             check_images_for_maps(images, maps)
+        self._finder_args(maps[0].shape[0])
         self.n_classes_ = maps[0].shape[0]
         self.feature_names_out_ = np.asarray(
             _feature_names(ps, self.order, self.include_coordinates), dtype=object)
@@ -395,7 +396,8 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         check_is_fitted(self, "n_classes_")
         ps = self._check_all_params()
         P, images = split_maps_and_images(P, images)
-        maps = check_probability_maps(P, dtype=np.float64)
+        # checked (and cast) as PeakFinder checks them, so that the atoms are its atoms
+        maps = check_probability_maps(P)
         if maps[0].shape[0] != self.n_classes_:
             raise ValueError(
                 f"P has {maps[0].shape[0]} classes but this ContourDescriptor was fitted on maps "
@@ -406,8 +408,8 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
                 "pixel_size, order or include_coordinates changed since fit, which changes the "
                 "output columns; fit again")
         imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
-        args = (self.threshold, ps, self.order, self.n_neighbors, self.neighbor_radius,
-                self.exclude_border, self.include_coordinates)
+        args = (self._finder_args(self.n_classes_), ps, self.order, self.n_neighbors,
+                self.neighbor_radius, self.exclude_border, self.include_coordinates)
         tables = map_items(_describe_one, ((p, im) + args for p, im in zip(maps, imgs)),
                            self.n_jobs)
         table = np.concatenate(tables, axis=0) if tables else np.empty((0, len(names)))

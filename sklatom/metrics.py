@@ -455,6 +455,15 @@ def mask_to_coordinates(mask, connectivity=1):
         Row (px), column (px) of each region's centroid and its class; sorted by class, then in
         raster order of the regions. ``(0, 3)`` for an empty mask.
 
+    Notes
+    -----
+    This is the rule for true atoms, not the blob rule by which
+    :class:`~sklatom.peaks.PeakFinder` and :class:`~sklatom.descriptors.ContourDescriptor`
+    turn probability maps into atoms: a mask gives the class of every pixel, so regions are
+    connected per class (touching columns of two classes stay two atoms) and their centres are
+    plain centroids (there are no probabilities to threshold or weight by). The default
+    ``connectivity=1`` is the blob rule's 4-connectivity.
+
     Examples
     --------
     >>> import numpy as np

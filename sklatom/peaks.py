@@ -16,6 +16,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ._blobs import find_blobs
 from ._validation import (check_images_for_maps, check_probability_maps, map_items,
                           split_maps_and_images)
 
@@ -95,52 +96,6 @@ def _class_thresholds(threshold, n_classes):
 # --------------------------------------------------------------------------------------------
 # detection
 # --------------------------------------------------------------------------------------------
-def _components(p, thresholds, min_area):
-    """Threshold the foreground probability, label connected pixels: one atom per component.
-
-    A pixel is foreground when ``1 - P[0]`` exceeds the threshold of its most probable
-    foreground class. Each component's class is the foreground class with the largest
-    probability mass over it (weighted like the centre of mass), so an atom whose class the
-    network is unsure of (a rim of one class around a core of another) stays one atom instead
-    of splitting into pieces per class.
-    """
-    W = p.shape[2]
-    fg = 1.0 - p[0]
-    if np.all(thresholds[1:] == thresholds[1]):
-        cut = thresholds[1]
-    else:
-        cut = thresholds[1:][np.argmax(p[1:], axis=0)]
-    lab, n = ndimage.label(fg > cut)
-    if n == 0:
-        return np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0, bool)
-    flat = lab.ravel()
-    idx = np.flatnonzero(flat)
-    labs = flat[idx]
-    w = fg.ravel()[idx].astype(np.float64)
-    # weights fg - threshold go to zero at the component's edge, so the cut does not bias the
-    # centre of mass on the pixel grid (weights fg do, by up to ~0.2 px)
-    wc = w - (cut if np.ndim(cut) == 0 else cut.ravel()[idx])
-    r, col = np.divmod(idx, W)
-    area = np.bincount(labs, minlength=n + 1)[1:]
-    sw = np.bincount(labs, wc, minlength=n + 1)[1:]
-    sr = np.bincount(labs, wc * r, minlength=n + 1)[1:]
-    sc = np.bincount(labs, wc * col, minlength=n + 1)[1:]
-    # class: the largest probability mass, weighted like the centre of mass (the core counts
-    # most, where the network is surest)
-    mass = [np.bincount(labs, wc * p[c].ravel()[idx], minlength=n + 1)[1:]
-            for c in range(1, p.shape[0])]
-    cls = np.argmax(mass, axis=0) + 1.0
-    # peak foreground probability per component: sort by label, max over each run
-    order = np.argsort(labs, kind="stable")
-    starts = np.searchsorted(labs[order], np.arange(1, n + 1))
-    peak = np.maximum.reduceat(w[order], starts)
-    border = np.zeros(n + 1, bool)
-    border[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
-    keep = area >= min_area
-    return (np.column_stack([sr / sw, sc / sw])[keep], cls[keep], peak[keep],
-            border[1:][keep])
-
-
 def _maxima(p, thresholds, min_distance):
     """Local maxima of the foreground probability ``1 - P[0]``; class = argmax of P[1:]."""
     H, W = p.shape[1:]
@@ -458,13 +413,17 @@ def contrast_classes(image, coords, lighter, heavier, min_atoms=10):
 # merging and edges
 # --------------------------------------------------------------------------------------------
 def _merge(pos, cls, conf, border, distance):
-    """Merge detections closer than ``distance`` px (transitively)."""
-    if len(pos) < 2:
-        return pos, cls, conf, border
+    """Merge detections closer than ``distance`` px (transitively).
+
+    Returns the merged ``pos, cls, conf, border`` and ``group``: for each detection given, the
+    index of the merged detection it went into.
+    """
+    n = len(pos)
+    if n < 2:
+        return pos, cls, conf, border, np.arange(n)
     pairs = cKDTree(pos).query_pairs(distance, output_type="ndarray")
     if len(pairs) == 0:
-        return pos, cls, conf, border
-    n = len(pos)
+        return pos, cls, conf, border, np.arange(n)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     n_groups, group = connected_components(graph, directed=False)
     w = np.maximum(conf, 1e-12)
@@ -475,31 +434,53 @@ def _merge(pos, cls, conf, border, distance):
     order = np.lexsort((-conf, group))
     first = order[np.searchsorted(group[order], np.arange(n_groups))]
     new_border = np.bincount(group, border.astype(np.float64), minlength=n_groups) > 0
-    return new_pos, cls[first], conf[first], new_border
+    return new_pos, cls[first], conf[first], new_border, group
 
 
 def _find_peaks_checked(p, image, thresholds, method, min_distance, min_area, merge_distance,
-                        edge_margin, exclude_edges, refine, refine_radius, contrast=None):
+                        edge_margin, exclude_edges, refine, refine_radius, contrast=None,
+                        return_labels=False):
+    """The atoms of one checked map: ``coords`` (k, 3) and ``confidence`` (k,), sorted by row
+    then column.
+
+    With ``return_labels`` (``method="components"`` only), also ``labels``: an int image
+    ``(height, width)``, ``j + 1`` on the pixels of the blobs that became atom ``j`` (several
+    blobs if atoms were merged), 0 elsewhere, also on the blobs of atoms that were dropped.
+    """
     H, W = p.shape[1:]
     if method == "components":
-        pos, cls, conf, border = _components(p, thresholds, min_area)
+        blobs = find_blobs(p, thresholds, min_area)
+        pos, cls, conf, border = blobs.centre, blobs.klass, blobs.peak, blobs.border
     else:
         pos, cls, conf, border = _maxima(p, thresholds, min_distance)
+    # atom[i]: index of the detection that detection i has become so far, -1 once dropped
+    atom = np.arange(len(pos))
     if refine is not None and len(pos):
         source = image if image is not None else 1.0 - p[0].astype(np.float64)
         pos = _refine(source, pos, refine, refine_radius)
     if merge_distance is not None:
-        pos, cls, conf, border = _merge(pos, cls, conf, border, merge_distance)
+        pos, cls, conf, border, atom = _merge(pos, cls, conf, border, merge_distance)
     if exclude_edges and len(pos):
         m = edge_margin
         inside = ((pos[:, 0] >= m) & (pos[:, 0] <= H - 1 - m)
                   & (pos[:, 1] >= m) & (pos[:, 1] <= W - 1 - m) & ~border)
         pos, cls, conf = pos[inside], cls[inside], conf[inside]
+        atom = np.where(inside[atom], np.cumsum(inside)[atom] - 1, -1)
     order = np.lexsort((pos[:, 1], pos[:, 0])) if len(pos) else np.zeros(0, np.intp)
     coords = np.column_stack([pos, cls]).astype(np.float64)[order].reshape(-1, 3)
     if contrast is not None and image is not None:
         coords = contrast_classes(image, coords, *contrast)
-    return coords, conf.astype(np.float64)[order]
+    confidence = conf.astype(np.float64)[order]
+    if not return_labels:
+        return coords, confidence
+    if method != "components":
+        raise ValueError(f"labels exist for method='components' only; got {method!r}")
+    # place + 1 in the sorted output of each detection (index + 1), 0 for index 0 = dropped
+    place = np.zeros(len(order) + 1, np.intp)
+    place[order + 1] = np.arange(1, len(order) + 1)
+    # new label of each blob label (0 = no blob)
+    relabel = np.concatenate([[0], place[atom + 1]])
+    return coords, confidence, relabel[blobs.labels]
 
 
 def find_peaks(P, image=None, *, method="components", threshold=0.5, min_distance=2,
@@ -566,7 +547,9 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     ----------
     method : {"components", "maxima"}, default="components"
         ``"components"``: threshold the foreground probability ``1 - P[0]``, label the
-        connected pixels (4-connectivity) and place an atom at each component's centre of mass
+        connected pixels (4-connectivity: pixels touching only at a corner are apart; the blob
+        rule that :class:`~sklatom.descriptors.ContourDescriptor` shares, so that its rows are
+        these atoms) and place an atom at each component's centre of mass
         weighted by ``1 - P[0] - threshold`` (zero at the component's edge, which removes most
         of the bias of cutting a blob on the pixel grid); its class is the foreground class with
         the largest probability mass over the component (same weights), so a blob whose class
@@ -684,6 +667,18 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                       self.merge_distance, self.edge_margin, self.exclude_edges, self.refine,
                       self.refine_radius, self.classes_from_contrast)
 
+    def _map_args(self, n_classes):
+        """The arguments of ``_find_peaks_checked`` after the map and the image, for maps of
+        ``n_classes`` classes (parameters are checked by the caller)."""
+        thresholds = _class_thresholds(self.threshold, n_classes)
+        contrast = self.classes_from_contrast
+        if contrast is not None and max(contrast) >= n_classes:
+            raise ValueError(f"classes_from_contrast={contrast!r} names a class the maps do not "
+                             f"have ({n_classes} classes)")
+        return (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
+                self.edge_margin, self.exclude_edges, self.refine, self.refine_radius,
+                None if contrast is None else tuple(int(c) for c in contrast))
+
     def fit(self, P, y=None, images=None):
         """Check the parameters and the maps and remember the number of classes.
 
@@ -739,14 +734,7 @@ class PeakFinder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"P has {n_classes} classes but this PeakFinder was fitted on maps with "
                 f"{self.n_classes_} classes")
         imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
-        thresholds = _class_thresholds(self.threshold, n_classes)
-        contrast = self.classes_from_contrast
-        if contrast is not None and max(contrast) >= n_classes:
-            raise ValueError(f"classes_from_contrast={contrast!r} names a class the maps do not "
-                             f"have ({n_classes} classes)")
-        args = (thresholds, self.method, self.min_distance, self.min_area, self.merge_distance,
-                self.edge_margin, self.exclude_edges, self.refine, self.refine_radius,
-                None if contrast is None else tuple(int(c) for c in contrast))
+        args = self._map_args(n_classes)
         found = map_items(_find_peaks_checked, ((p, img) + args for p, img in zip(maps, imgs)),
                           self.n_jobs)
         coords = [c for c, _ in found]

@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import (
 
 from sklatom.datasets import make_lattice_images
 from sklatom.descriptors import ContourDescriptor
+from sklatom.peaks import PeakFinder
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_psi6_hexagonal_vs_random():
     assert hex_in["psi4"].max() < 0.8
 
 
-def test_class_is_argmax_of_mean_probability():
+def test_class_is_the_class_of_largest_probability_mass():
     shape = (60, 60)
     one = _ellipse(shape, (15, 15), 5, 5, 0)
     two = _ellipse(shape, (40, 42), 6, 4, 30)
@@ -269,6 +270,59 @@ def mos2():
     images, masks, coords = make_lattice_images(2, "MoS2", shape=(96, 96), pixel_size=0.1,
                                                 defects=None, random_state=3)
     return images, _maps_from_labels(masks, 3), coords
+
+
+# --------------------------------------------------------------------------------------------
+# one row per atom of PeakFinder, in its order (one blob rule: sklatom._blobs)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pretrained_maps():
+    from sklatom import load_pretrained
+
+    X, _, _ = make_lattice_images(1, "MoS2", shape=(96, 96), random_state=0)
+    return load_pretrained().transform(X)
+
+
+@pytest.mark.parametrize("exclude_border", [False, True])
+def test_rows_are_peak_finders_atoms_on_a_models_maps(pretrained_maps, exclude_border):
+    # float32 maps of the pretrained model: row j is atom j of PeakFinder with the same
+    # threshold (same position, class and order); dropping contours cut by the border is
+    # PeakFinder's exclude_edges. (The 8-connected contours of before had other centres and
+    # came in raster order of their first pixel.)
+    P = pretrained_maps
+    atoms = PeakFinder(exclude_edges=exclude_border).fit_transform(P)[0]
+    table = ContourDescriptor(exclude_border=exclude_border).fit_transform(P)
+    assert len(atoms) >= 15
+    np.testing.assert_array_equal(table[:, :3], atoms)
+
+
+def test_blobs_touching_at_a_corner_are_two_rows_as_they_are_two_atoms():
+    # two 3 x 3 squares touching at a corner, and a third with a pixel exactly at the
+    # threshold next to it: 3 atoms of 9 px each (8-connectivity and ">= threshold" made 2
+    # contours, of 18 and 10 px)
+    fg = np.full((20, 20), 0.05)
+    fg[3:6, 3:6] = fg[6:9, 6:9] = fg[12:15, 12:15] = 0.9
+    fg[15, 13] = 0.5
+    P = _maps_from_fg(fg)
+    desc = ContourDescriptor().fit(P)
+    table = desc.transform(P)
+    np.testing.assert_array_equal(table[:, :3], PeakFinder().fit_transform(P)[0])
+    np.testing.assert_allclose(table[:, :3], [[4, 4, 1], [7, 7, 1], [13, 13, 1]], atol=1e-6)
+    np.testing.assert_array_equal(_column(table, desc, "area_px2"), [9, 9, 9])
+
+
+@pytest.mark.parametrize("threshold", [0.3, {2: 0.7}, [0.4, 0.6]])
+def test_the_same_threshold_gives_the_same_atoms(mos2, threshold):
+    images, P, _ = mos2
+    desc = ContourDescriptor(threshold=threshold, exclude_border=False)
+    table = desc.fit_transform(P, images=images)
+    atoms = PeakFinder(threshold=threshold).fit_transform(P, images=images)
+    assert len(table) >= 40
+    np.testing.assert_array_equal(table[:, :3], np.concatenate(atoms))
+    with pytest.raises(ValueError, match="threshold keys must be foreground class indices"):
+        ContourDescriptor(threshold={3: 0.5}).fit(P)
+    with pytest.raises(ValueError, match="one value per foreground class"):
+        ContourDescriptor(threshold=[0.5]).fit(P)
 
 
 def test_pandas_output_index_and_coordinates(mos2):
