@@ -18,7 +18,7 @@
 
    Both sides use the same number of torch threads (``--threads``) and the same allocator
    state (a 30 MiB block freed before timing, as sklatom does itself, see
-   ``sklatom.segmentation._raise_malloc_threshold``). The first image of each size is run once
+   ``sklatom._inference._raise_malloc_threshold``). The first image of each size is run once
    untimed on both sides; each image is then run ``--repeats`` times and its time is the
    fastest run (this shared machine's timings vary by 20-30 % between runs).
 

@@ -107,6 +107,13 @@ class UNet(nn.Module):
     ----------
     size_multiple : int
         Input height and width must be multiples of this, ``space_to_depth * 2 ** depth``.
+
+    Notes
+    -----
+    The arguments are not checked here: :class:`~sklatom.segmentation.FCNSegmenter` checks
+    its ``module__`` parameters (its table of parameter constraints) before it builds a U-Net.
+    Used directly, torch refuses a width, dilation or number of classes below 1 (at the first
+    forward pass) and a dropout outside [0, 1]; ``depth=0`` is a network without pooling.
     """
 
     def __init__(
@@ -121,19 +128,6 @@ class UNet(nn.Module):
         space_to_depth=1,
     ):
         super().__init__()
-        if int(depth) < 1:
-            raise ValueError(f"module__depth must be an integer >= 1; got {depth!r}")
-        if int(base_filters) < 1:
-            raise ValueError(f"module__base_filters must be an integer >= 1; got {base_filters!r}")
-        if int(dilation) < 1:
-            raise ValueError(f"module__dilation must be an integer >= 1; got {dilation!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"module__dropout must be in [0, 1); got {dropout!r}")
-        if int(n_classes) < 2:
-            raise ValueError(f"n_classes must be at least 2; got {n_classes!r}")
-        if int(space_to_depth) < 1:
-            raise ValueError(
-                f"module__space_to_depth must be an integer >= 1; got {space_to_depth!r}")
         self.depth = int(depth)
         self.dilation = int(dilation)
         self.space_to_depth = s = int(space_to_depth)

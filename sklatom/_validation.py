@@ -5,9 +5,13 @@ sizes differ, as a list of 2-D arrays. Probability maps travel as ``(n_images, n
 width)`` or a list of ``(n_classes, height, width)`` arrays. The helpers here turn either form
 into a list of float arrays and raise errors that name the argument and the problem;
 :func:`map_items` is the per-image loop with ``n_jobs`` that the estimators share.
+:func:`check_params` checks an estimator's parameters against its table of constraints
+(:class:`Constraint` and the helpers that build one: :func:`integer`, :func:`number`, ...).
 """
 
 import numbers
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -15,7 +19,8 @@ from .exceptions import SklatomWarning  # noqa: F401 (re-exported; home: sklatom
 
 __all__ = ["check_image_batch", "check_pixel_size", "check_probability_maps",
            "check_images_for_maps", "split_maps_and_images", "stack_if_same_shape",
-           "SklatomWarning"]
+           "SklatomWarning", "Constraint", "CheckedBy", "integer", "number", "boolean",
+           "options", "any_of", "unchecked", "check_params"]
 
 
 #: Tolerance on the sum over classes of a probability map, and on its values outside [0, 1].
@@ -248,3 +253,133 @@ def map_items(func, args, n_jobs=None, prefer=None):
     from joblib import Parallel, delayed
 
     return Parallel(n_jobs=n_jobs, prefer=prefer)(delayed(func)(*a) for a in args)
+
+
+# --------------------------------------------------------------------------------------------
+# parameter constraints: an estimator declares what each parameter accepts in one table
+# ``{name: constraint}`` and checks its parameters against it with :func:`check_params`
+@dataclass(frozen=True)
+class Constraint:
+    """What one parameter accepts.
+
+    ``accepts(value)`` is true for an accepted value; for any other value (or one that
+    ``accepts`` cannot examine) :meth:`check` raises ``error`` with the message
+    ``"{name} must be {expected}; got {value!r}"``.
+    """
+
+    expected: str
+    accepts: Callable[[object], bool]
+    error: type = ValueError
+
+    def check(self, value, name):
+        if not self.takes(value):
+            raise self.error(f"{name} must be {self.expected}; got {value!r}")
+
+    def takes(self, value):
+        """Whether ``accepts(value)`` is true (False when it cannot examine the value)."""
+        try:
+            return bool(self.accepts(value))
+        except (TypeError, ValueError, ArithmeticError):
+            return False
+
+
+@dataclass(frozen=True)
+class CheckedBy:
+    """A parameter checked by a function of its own, ``check(value, name)``, which raises
+    with a message that names the parameter, the value and what is expected (e.g. a pixel
+    size outside the range a model handles, with what to do about it)."""
+
+    check: Callable[[object, str], object]
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v):
+    return (isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+            and bool(np.isfinite(v)))
+
+
+def integer(low=None, high=None, *, none=False, expected=None):
+    """An integer (not a bool) ``>= low`` and ``<= high`` (None: unbounded); with
+    ``none=True`` also None."""
+    def accepts(v):
+        return ((none and v is None)
+                or (_is_int(v) and (low is None or v >= low) and (high is None or v <= high)))
+
+    if expected is None:
+        expected = "an integer"
+        if low is not None:
+            expected += f" >= {low}" if high is None else f" in [{low}, {high}]"
+        elif high is not None:
+            expected += f" <= {high}"
+        expected += " or None" if none else ""
+    return Constraint(expected, accepts)
+
+
+def number(low, high=None, *, closed="both", none=False, expected=None):
+    """A finite real number (not a bool) between ``low`` and ``high`` (None: no upper bound);
+    ``closed`` is "both", "left", "right" or "neither"; with ``none=True`` also None."""
+    left, right = closed in ("both", "left"), closed in ("both", "right")
+
+    def accepts(v):
+        if none and v is None:
+            return True
+        return (_is_number(v) and (low <= v if left else low < v)
+                and (high is None or (v <= high if right else v < high)))
+
+    if expected is None:
+        if high is None:
+            expected = f"a number {'>=' if left else '>'} {low}"
+        else:
+            expected = f"a number in {'[' if left else '('}{low}, {high}{']' if right else ')'}"
+        expected += " or None" if none else ""
+    return Constraint(expected, accepts)
+
+
+def boolean():
+    """True or False (a numpy bool too)."""
+    return Constraint("True or False", lambda v: isinstance(v, (bool, np.bool_)))
+
+
+def options(*values):
+    """One of ``values``: the same object (True, False, None) or an equal string."""
+    def accepts(v):
+        return any(v is o or (isinstance(o, str) and isinstance(v, str) and v == o)
+                   for o in values)
+
+    reprs = [repr(o) for o in values]
+    expected = reprs[0] if len(reprs) == 1 else ", ".join(reprs[:-1]) + " or " + reprs[-1]
+    return Constraint(expected, accepts)
+
+
+def any_of(*constraints, expected=None):
+    """A value that one of ``constraints`` accepts."""
+    return Constraint(
+        expected or " or ".join(c.expected for c in constraints),
+        lambda v: any(c.takes(v) for c in constraints))
+
+
+def unchecked(reason):
+    """A parameter that is not checked against the table; ``reason`` says where it is."""
+    return Constraint(f"anything ({reason})", lambda v: True)
+
+
+def check_params(params, constraints):
+    """Check parameter values against a table of constraints.
+
+    Parameters
+    ----------
+    params : dict
+        Parameter name -> value; every name must have a row in ``constraints``.
+    constraints : dict
+        Parameter name -> :class:`Constraint` (or :class:`CheckedBy`).
+
+    Raises
+    ------
+    ValueError or TypeError
+        For the first value that its row does not accept (the row says which).
+    """
+    for name, value in params.items():
+        constraints[name].check(value, name)

@@ -30,7 +30,8 @@ def load_model(model, device="auto"):
     -------
     segmenter : FCNSegmenter
     """
-    from .segmentation import FCNSegmenter, _load_model
+    from .pretrained import _load_model
+    from .segmentation import FCNSegmenter
 
     if isinstance(model, FCNSegmenter):
         return model

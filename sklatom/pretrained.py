@@ -16,6 +16,7 @@ name        what it finds
 =========== ================================================================================
 """
 
+import os
 from importlib import resources
 
 __all__ = ["load_pretrained", "PRETRAINED", "GENERAL_LABELS"]
@@ -77,3 +78,22 @@ def load_pretrained(name="general", device="auto"):
     with resources.as_file(path) as real_path:
         segmenter = FCNSegmenter.load(str(real_path), device=device)
     return segmenter
+
+
+def _load_model(model, name="model", device="auto"):
+    """A fitted :class:`~sklatom.segmentation.FCNSegmenter` from a pretrained model name or a
+    ``.safetensors`` file written by :meth:`FCNSegmenter.save
+    <sklatom.segmentation.FCNSegmenter.save>`; ``name`` is the argument named in the errors."""
+    from .segmentation import FCNSegmenter
+
+    if isinstance(model, str) and model in PRETRAINED:
+        return load_pretrained(model, device=device)
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
+        return FCNSegmenter.load(model, device=device)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a pretrained model name or a path to a .safetensors "
+                        f"file; got {type(model).__name__}")
+    raise ValueError(
+        f"{name}={os.fspath(model)!r} is neither a pretrained model (available: "
+        f"{', '.join(sorted(PRETRAINED))}) nor an existing model file (.safetensors written by "
+        "FCNSegmenter.save or 'sklatom train')")

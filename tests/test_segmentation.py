@@ -3,6 +3,7 @@
 import copy
 import json
 import pickle
+import re
 import struct
 import warnings
 
@@ -31,7 +32,7 @@ from sklatom._validation import SklatomWarning
 from sklatom.datasets import make_lattice_images
 from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores
 from sklatom.peaks import PeakFinder
-from sklatom.segmentation import FCNSegmenter, _digest
+from sklatom.segmentation import _PARAMETER_CONSTRAINTS, FCNSegmenter, _digest
 
 CLASSES = ["background", "bright", "dim"]
 
@@ -409,6 +410,58 @@ def test_bad_training_input(data):
     clone(seg).fit(X[:2], y[:2].astype(float))
 
 
+def test_one_table_holds_a_constraint_for_every_parameter():
+    assert set(_PARAMETER_CONSTRAINTS) == set(FCNSegmenter._get_param_names())
+    FCNSegmenter()._check_all_params()  # the defaults are valid
+
+
+@pytest.mark.parametrize("name, value, error, expected", [
+    ("module__depth", 0, ValueError, "an integer >= 1"),
+    ("module__base_filters", 2.0, ValueError, "an integer >= 1"),
+    ("module__batch_norm", "yes", ValueError, "True or False"),
+    ("module__dropout", 1.0, ValueError, r"a number in \[0, 1\)"),
+    ("lr", -0.1, ValueError, "a number >= 0"),
+    ("max_epochs", True, ValueError, "an integer >= 1"),
+    ("patches_per_epoch", 0, ValueError, "an integer >= 1 or None"),
+    ("validation_fraction", 1.0, ValueError, r"a number in \(0, 1\), or 0 or None"),
+    ("early_stopping_patience", -1, ValueError, "an int >= 1, or 0 or None"),
+    ("lr_schedule", "step", ValueError, "True, 'plateau', 'cosine', False or None"),
+    ("augment_zoom", (1.2, 0.8), ValueError, r"a pair \(low, high\) with 0 < low <= high"),
+    ("class_weight", "inverse", ValueError, "None, 'balanced' or an array-like"),
+    ("class_weight", [1.0, -1.0, 1.0], ValueError, "non-negative finite weights"),
+    ("classes", "background", TypeError, "None or a list of class names"),
+    ("classes", ["background", "C", "C"], ValueError, "at least 2 distinct names"),
+    ("training_pixel_size", 1.0, ValueError, "outside the 0.05-0.5 Å/px"),
+    ("tile_size", 0, ValueError, "an integer >= 1"),
+    ("tile_overlap", -2, ValueError, "'auto' or an integer >= 0"),
+    ("device", 0, TypeError, "'auto', 'cpu', 'cuda' or a torch.device"),
+    ("verbose", -1, ValueError, "an integer >= 0"),
+    ("warm_start", None, ValueError, "True or False"),
+    ("n_jobs", 1.5, ValueError, "an integer or None"),
+    ("random_state", 2**32, ValueError, r"None, an int in \[0, 2\*\*32\)"),
+])
+def test_bad_parameters_are_refused_before_training(data, name, value, error, expected):
+    X, y = data
+    seg = FCNSegmenter(**{**TINY, name: value})
+    # the message names the parameter, the value given and what is expected
+    with pytest.raises(error, match=rf"{name}.*{expected}"):
+        seg.fit(X, y)
+    if name != "training_pixel_size":  # (that one says "{name}={value!r} Å/px is outside")
+        with pytest.raises(error, match=rf"{name} must be .*; got {re.escape(repr(value))}$"):
+            seg.fit(X, y)
+    assert not hasattr(seg, "net_")
+
+
+def test_prediction_checks_the_parameters_it_uses(fitted, test_data):
+    with pytest.raises(ValueError, match=r"tile_overlap must be 'auto' or an integer >= 0; "
+                                         r"got -1"):
+        with_params(fitted, tile_overlap=-1).predict(test_data[0])
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
+        with_params(fitted, batch_size=0).predict_proba(test_data[0])
+    # parameters of training only are checked by fit, not by prediction
+    with_params(fitted, max_epochs=0).predict(test_data[0][:1])
+
+
 # ------------------------------------------------------------------------------------------
 # reproducibility and persistence
 def test_same_seed_same_weights(data):
@@ -532,6 +585,15 @@ def test_corrupt_files_raise_clear_errors(fitted, tmp_path):
     unknown = _rewrite(path, tmp_path / "unknown.safetensors", unknown_param)
     with pytest.raises(ValueError, match="unknown.safetensors.*evil"):
         FCNSegmenter.load(unknown)
+
+    def bad_param(tensors, config):
+        config["params"]["tile_overlap"] = -3
+
+    invalid = _rewrite(path, tmp_path / "invalid.safetensors", bad_param)
+    with pytest.raises(ValueError, match=r"invalid.safetensors': invalid stored parameters: "
+                                         r"tile_overlap must be 'auto' or an integer >= 0; "
+                                         r"got -3"):
+        FCNSegmenter.load(invalid)
 
 
 # ------------------------------------------------------------------------------------------
