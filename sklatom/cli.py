@@ -530,11 +530,7 @@ def _cmd_train(args):
                         "range") from None
     n = len(data.images)
     h, w = (min(np.shape(x)[k] for x in data.images) for k in (0, 1))
-    patch = min(args.patch_size, (min(h, w) // 8) * 8)
-    if patch < 16:
-        raise UserError(f"the images of {args.data} are {h}x{w} px; training needs at least "
-                        "16x16 px")
-    settings = dict(max_epochs=args.epochs, patch_size=patch, training_pixel_size=ps,
+    settings = dict(max_epochs=args.epochs, training_pixel_size=ps,
                     validation_fraction=0.1 if n >= 2 else None, lr_schedule="cosine",
                     verbose=0 if args.quiet else 1, random_state=args.seed, device="auto")
     if args.init:  # fine-tune a fitted model: its parameters, classes and architecture
@@ -544,9 +540,8 @@ def _cmd_train(args):
                 f"--init {args.init} has classes {init.classes_} but {args.data} has "
                 f"{data.classes}; simulate the data with matching labels (e.g. --labels "
                 "general for the pretrained model)")
-        patch -= patch % init.net_.module_.size_multiple
         seg = clone(init).set_params(init_model=args.init, lr=args.lr if args.lr else init.lr / 4,
-                                     **{**settings, "patch_size": patch})
+                                     **settings)
         what = f"fine-tuning {args.init}"
     else:
         seg = FCNSegmenter(module__base_filters=args.base_filters, classes=data.classes,
@@ -554,6 +549,17 @@ def _cmd_train(args):
         if args.lr:
             seg.set_params(lr=args.lr)
         what = "training"
+    # patches: the largest size up to --patch-size that the images hold and the network's
+    # levels divide (space_to_depth * 2**depth px)
+    params = seg.get_params()
+    multiple = params["module__space_to_depth"] * 2 ** params["module__depth"]
+    patch = min(args.patch_size, h, w)
+    patch -= patch % multiple
+    if patch < max(16, multiple):
+        raise UserError(f"the images of {args.data} are {h}x{w} px; this network trains on "
+                        f"patches of at least {max(16, multiple)} px (a multiple of "
+                        f"{multiple})")
+    seg.set_params(patch_size=patch)
     console.info(f"{what} on {n} image(s) {h}x{w} px at {ps:g} Å/px, classes "
                  f"{data.classes}, {args.epochs} epoch(s)")
     t0 = time.perf_counter()

@@ -343,6 +343,32 @@ def test_train_then_find_atoms_with_the_model(tmp_path, simulated, capsys):
     assert "exists; use --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_patches_follow_the_network_and_the_images(tmp_path, capsys):
+    from sklatom.datasets import make_lattice_images, save_dataset
+    from sklatom.pretrained import GENERAL_LABELS
+    from sklatom.segmentation import FCNSegmenter
+
+    X, y, _ = make_lattice_images(2, "MoS2", shape=(88, 88), labels=GENERAL_LABELS,
+                                  random_state=0)
+    data = tmp_path / "mos2.npz"
+    save_dataset(data, X, y, classes=["background", "light", "heavy"], pixel_size=0.1)
+    # 88 px images and the pretrained model (multiples of 16 px): 80 px patches, not 88
+    out = tmp_path / "tuned.safetensors"
+    assert main(["train", str(data), "--init", "general", "--output", str(out),
+                 "--epochs", "1", "--quiet"]) == 0
+    assert FCNSegmenter.load(out).patch_size == 80
+    # images smaller than one patch of the network: an error that says so
+    small = tmp_path / "small.npz"
+    save_dataset(small, X[:, :12, :12], y[:, :12, :12],
+                 classes=["background", "light", "heavy"], pixel_size=0.1)
+    capsys.readouterr()
+    assert main(["train", str(small), "--init", "general", "--output",
+                 str(tmp_path / "x.safetensors"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "12x12 px" in err and "at least 16 px" in err
+
+
 @pytest.mark.usefixtures("one_torch_thread")  # 512 tiny patches per epoch
 def test_train_init_fine_tunes_a_model(tmp_path, simulated, capsys):
     import torch
