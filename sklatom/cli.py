@@ -159,40 +159,6 @@ def _figure(n_panels=1, size=5.0):
 # --------------------------------------------------------------------------------------------
 # the analysis of one image (shared by find-atoms and demo)
 # --------------------------------------------------------------------------------------------
-def _find_atoms(finder, image, pixel_size):
-    """Atoms ``(k, 3)`` and their confidence in one image at ``pixel_size`` Å/px."""
-    coords, confidence = finder.find(image[np.newaxis].astype(np.float32), pixel_size)
-    return coords[0], confidence[0]
-
-
-def _defects(coords, species, pixel_size, shape):
-    """Per-atom defect labels and the table of defects of one image."""
-    from .graphs import GraphDefectClassifier
-
-    if len(coords) < 3:
-        return np.full(len(coords), "lattice", dtype=object), None, None
-    clf = GraphDefectClassifier(species=species, pixel_size=pixel_size, image_shape=shape)
-    clf.fit([coords])
-    labels = clf.predict([coords])[0]
-    table = clf.find_defects([coords])
-    return labels, table, clf
-
-
-def _defect_table(table, pixel_size):
-    cols = ["name", "row", "col", "n_atoms"]
-    out = table[cols].copy() if table is not None else None
-    if out is None:
-        import pandas as pd
-
-        out = pd.DataFrame(columns=cols)
-    out["row"] = out["row"].astype(float).round(3)
-    out["col"] = out["col"].astype(float).round(3)
-    if pixel_size is not None:
-        out["x_A"] = (out["col"] * pixel_size).round(4)
-        out["y_A"] = (out["row"] * pixel_size).round(4)
-    return out
-
-
 def _class_counts(coords, classes):
     cls = coords[:, 2].astype(int)
     parts = []
@@ -314,7 +280,7 @@ def _parse_species(text):
 
 
 def _cmd_find_atoms(args):
-    from .finder import AtomFinder, atom_table
+    from .finder import AtomFinder
     from .io import read_image, write_csv_atomic
     from .plotting import plot_atoms, plot_defects
     from .segmentation import check_sampling
@@ -349,13 +315,14 @@ def _cmd_find_atoms(args):
     if todo:
         with _warnings_to(console):
             segmenter = _load_model(args.model)
-            finder = AtomFinder(segmenter).fit()
         classes = list(segmenter.classes_)
         if species is not None and len(species) != len(classes) - 1:
             raise UserError(
                 f"--species names {len(species)} classes ({','.join(species)}) but the model "
                 f"has {len(classes) - 1} atom classes {classes[1:]}; give one name per class, "
                 "in order")
+        with _warnings_to(console):
+            finder = AtomFinder(segmenter, species=species, defects=args.defects).fit()
     for job in todo:
         path, stem, outputs = job.path, job.stem, job.outputs
         t0 = time.perf_counter()
@@ -380,14 +347,10 @@ def _cmd_find_atoms(args):
                     ps = check_sampling(ps, f"the pixel size ({source})", allow_none=False)
                 except ValueError as exc:
                     raise UserError(f"{path}: {exc}; or pass the right --pixel-size") from None
-                coords, confidence = _find_atoms(finder, image, ps)
-                labels = table = clf = None
-                if args.defects:
-                    labels, table, clf = _defects(coords, species, ps, image.shape)
-                atoms = atom_table(coords, confidence, classes, ps if known else None, labels)
-                if species is not None:
-                    names = dict(zip(classes[1:], species))
-                    atoms.insert(4, "species", [names.get(c, c) for c in atoms["class_name"]])
+                found = finder.analyse(image[np.newaxis].astype(np.float32), ps)[0]
+                coords, labels, clf = found.coords, found.labels, found.classifier
+                unknown = [] if known else ["x_A", "y_A"]  # no lengths from a guessed size
+                atoms = found.atoms.drop(columns=unknown)
                 fig, axes = _figure(2 if args.defects else 1)
                 plot_atoms(image, coords, classes=classes, ax=axes[0],
                            pixel_size=ps if known else None, title=f"{stem}: {len(coords)} atoms")
@@ -398,8 +361,8 @@ def _cmd_find_atoms(args):
                     _legend_outside(axes[1])
                 write_csv_atomic(atoms, outputs["atoms"], overwrite=args.overwrite)
                 if args.defects:
-                    write_csv_atomic(_defect_table(table, ps if known else None),
-                                     outputs["defects"], overwrite=args.overwrite)
+                    write_csv_atomic(found.defects.drop(columns=unknown), outputs["defects"],
+                                     overwrite=args.overwrite)
                 _save_figure(fig, outputs["overlay"], args.overwrite)
         except KeyboardInterrupt:
             raise
@@ -413,7 +376,7 @@ def _cmd_find_atoms(args):
             failed.append(path)
             continue
         done.append(path)
-        n_def = "" if table is None or not args.defects else f", {len(table)} defect(s)"
+        n_def = f", {len(found.defects)} defect(s)" if args.defects else ""
         console.info(
             f"{path}: {len(coords)} atoms ({_class_counts(coords, classes)}){n_def}; "
             f"pixel size {ps:g} Å/px ({source}); {time.perf_counter() - t0:.1f} s -> "
@@ -588,7 +551,7 @@ def _cmd_demo(args):
     import pandas as pd
 
     from .datasets import make_lattice_images
-    from .finder import AtomFinder, atom_table
+    from .finder import AtomFinder, image_defects
     from .io import write_csv_atomic
     from .metrics import EDGE_BAND, TOLERANCE, atom_scores
     from .plotting import plot_atoms, plot_defects
@@ -627,18 +590,19 @@ def _cmd_demo(args):
         image, truth = X[0], truth[0]
         t1 = time.perf_counter()
         with _warnings_to(console):
-            coords, confidence = _find_atoms(finder, image, ps)
+            finder.set_params(species=species, defects=True).fit()
+            found = finder.analyse(image[np.newaxis], ps)[0]
+        coords, labels, clf = found.coords, found.labels, found.classifier
         t_find = time.perf_counter() - t1
         s = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps)
         inner = atom_scores(coords, truth, tolerance=tolerance, pixel_size=ps,
                             ignore_border=border, image_shape=image.shape)
-        labels, _, clf = _defects(coords, ["background", *species], ps, image.shape)
-        true_labels, _, true_clf = _defects(truth, ["background", *species], ps, image.shape)
+        _, _, true_clf = image_defects(truth, ["background", *species], ps, image.shape)
         names = dict(zip(classes[1:], species))
         console.info(
             "",
             f"== {title}: 256x256 px at {ps} Å/px, PRISM multislice ({t_sim:.1f} s), dose "
-            f"5e6 e/Å²; atoms found in {t_find:.1f} s",
+            f"5e6 e/Å²; atoms and defects found in {t_find:.1f} s",
             "   classes: " + ", ".join(f"{c} = {n}" for c, n in names.items()),
             f"   atoms: {s['n_pred']} found, {s['n_true']} true, {s['n_matched']} matched "
             f"within {tolerance} Å",
@@ -657,9 +621,7 @@ def _cmd_demo(args):
         for name in kinds:
             console.info(f"     {name:<16s} found {found_cat.get(name, 0):>3d}   true "
                          f"{true_cat.get(name, 0):>3d}")
-        table = atom_table(coords, confidence, classes, ps, labels)
-        table.insert(4, "species", [names.get(c, c) for c in table["class_name"]])
-        write_csv_atomic(table, paths[title][0], overwrite=args.overwrite)
+        write_csv_atomic(found.atoms, paths[title][0], overwrite=args.overwrite)
         fig, axes = _figure(2)
         plot_atoms(image, coords, classes=["background", *species], ax=axes[0], pixel_size=ps,
                    title=f"{title}: {len(coords)} atoms, F1 {s['f1']:.2f}")

@@ -2,17 +2,57 @@
 
 :class:`AtomFinder` composes a segmenter (the pretrained model by default), its pixel-size
 policy (images are rescaled to the model's sampling), :class:`~sklatom.peaks.PeakFinder` with
-classes checked against column intensities, and the warnings about what an image cannot show
-(:mod:`sklatom.quality`). The command line, the demo and the real-image benchmark call it
-instead of composing the steps themselves.
+classes checked against column intensities, the warnings about what an image cannot show
+(:mod:`sklatom.quality`) and, on request, the defects of the atom graph
+(:class:`~sklatom.graphs.GraphDefectClassifier`). The command line, the demo and the
+real-image benchmark call it instead of composing the steps themselves.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from ._validation import check_image_batch
 
-__all__ = ["AtomFinder", "load_model"]
+__all__ = ["AtomFinder", "ImageAnalysis", "load_model"]
+
+
+@dataclass(eq=False)
+class ImageAnalysis:
+    """What :meth:`AtomFinder.analyse` found in one image.
+
+    Attributes
+    ----------
+    coords : ndarray of shape (k, 3)
+        Row, col (px of the input image) and class index of each atom.
+    confidence : ndarray of shape (k,)
+        Peak foreground probability of each atom.
+    atoms : pandas.DataFrame
+        One row per atom: ``row``, ``col``, ``class``, ``class_name``, ``species`` (with
+        ``species=``), ``x_A``, ``y_A``, ``confidence`` and ``defect`` (with ``defects=True``:
+        ``"lattice"`` or the name of the defect the atom belongs to).
+    defects : pandas.DataFrame or None
+        One row per defect (``name``, ``row``, ``col``, ``n_atoms``, ``x_A``, ``y_A``); None
+        without ``defects=True``.
+    classifier : GraphDefectClassifier or None
+        The classifier fitted on this image's atoms (None without defects, or with fewer than
+        3 atoms).
+    pixel_size : float
+        Pixel size in Å/px the image was analysed at.
+    """
+
+    coords: np.ndarray
+    confidence: np.ndarray
+    atoms: object
+    defects: object
+    classifier: object
+    pixel_size: float
+
+    @property
+    def labels(self):
+        """Per-atom defect labels, ndarray of shape (k,) (None without defects)."""
+        return None if "defect" not in self.atoms else self.atoms["defect"].to_numpy()
 
 
 def load_model(model, device="auto"):
@@ -56,6 +96,12 @@ class AtomFinder(BaseEstimator):
         (:func:`sklatom.peaks.contrast_classes`). "auto": for models whose classes include
         "light" and "heavy" (the pretrained general model), those two; a tuple
         ``(lighter, heavier)`` of class indices; None: the segmenter's classes.
+    species : sequence of str or None, default=None
+        Names of the model's atom classes, in order (e.g. ``("C", "Si")`` for the general
+        model's ``light`` and ``heavy`` on Si-doped graphene): :meth:`analyse` adds a
+        ``species`` column and names defects by them. None: the class names.
+    defects : bool, default=False
+        Whether :meth:`analyse` also classifies the defects of each image's atom graph.
     device : str, default="auto"
         Torch device of a model that is loaded.
     n_jobs : int or None, default=None
@@ -81,11 +127,14 @@ class AtomFinder(BaseEstimator):
     """
 
     def __init__(self, model="general", *, pixel_size=None, threshold=0.5,
-                 classes_from_contrast="auto", device="auto", n_jobs=None):
+                 classes_from_contrast="auto", species=None, defects=False, device="auto",
+                 n_jobs=None):
         self.model = model
         self.pixel_size = pixel_size
         self.threshold = threshold
         self.classes_from_contrast = classes_from_contrast
+        self.species = species
+        self.defects = defects
         self.device = device
         self.n_jobs = n_jobs
 
@@ -109,6 +158,14 @@ class AtomFinder(BaseEstimator):
             from .segmentation import check_sampling
 
             check_sampling(self.pixel_size, "pixel_size")
+        if self.species is not None:
+            if isinstance(self.species, str) or len(self.species) != len(self.classes_) - 1:
+                raise ValueError(
+                    f"species={self.species!r} must name each of the model's "
+                    f"{len(self.classes_) - 1} atom classes {self.classes_[1:]} in order, "
+                    f"e.g. {tuple(f'X{i}' for i in range(1, len(self.classes_)))}")
+        if not isinstance(self.defects, (bool, np.bool_)):
+            raise ValueError(f"defects must be True or False; got {self.defects!r}")
         return self
 
     def _fitted(self):
@@ -156,10 +213,92 @@ class AtomFinder(BaseEstimator):
         (Å, when the pixel size is known) and ``confidence``.
         """
         coords, confidence = self.find(X, pixel_size)
-        ps = self.pixel_size if pixel_size is None else pixel_size
-        if ps is None:
-            ps = self.segmenter_.pixel_size_
+        ps = self._pixel_size(pixel_size)
         return [atom_table(c, p, self.classes_, ps) for c, p in zip(coords, confidence)]
+
+    def _pixel_size(self, pixel_size):
+        ps = self.pixel_size if pixel_size is None else pixel_size
+        return self.segmenter_.pixel_size_ if ps is None else ps
+
+    def analyse(self, X, pixel_size=None):
+        """Atoms, their table and (with ``defects=True``) the defects of each image.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray
+            Raw images (any real dtype).
+        pixel_size : float or None, default=None
+            Pixel size in Å/px of these images; None uses the ``pixel_size`` parameter (or
+            the model's own sampling).
+
+        Returns
+        -------
+        results : list of ImageAnalysis
+            One per image.
+        """
+        self._fitted()
+        images = check_image_batch(X, "X")
+        coords, confidence = self.find(images, pixel_size)
+        ps = self._pixel_size(pixel_size)
+        results = []
+        for image, c, p in zip(images, coords, confidence):
+            labels = defects = clf = None
+            if self.defects:
+                labels, defects, clf = image_defects(c, self._graph_species(), ps, image.shape)
+            atoms = atom_table(c, p, self.classes_, ps, labels)
+            if self.species is not None:
+                names = dict(zip(self.classes_[1:], self.species))
+                atoms.insert(4, "species", [names.get(n, n) for n in atoms["class_name"]])
+            results.append(ImageAnalysis(coords=c, confidence=p, atoms=atoms, defects=defects,
+                                         classifier=clf, pixel_size=ps))
+        return results
+
+    def _graph_species(self):
+        """The names GraphDefectClassifier gets: the given species, else the model's classes."""
+        return ["background", *self.species] if self.species is not None else self.classes_
+
+
+def image_defects(coords, species, pixel_size, shape):
+    """Per-atom defect labels, the table of defects and the classifier of one image's atoms.
+
+    Parameters
+    ----------
+    coords : ndarray of shape (k, 3)
+        Row, col (px) and class index of the atoms.
+    species : list of str
+        Class names, background first (see :class:`~sklatom.graphs.GraphDefectClassifier`).
+    pixel_size : float
+        Å/px.
+    shape : tuple of int
+        (height, width) of the image in px.
+
+    Returns
+    -------
+    labels : ndarray of shape (k,), dtype object
+        ``"lattice"`` or the defect name of each atom.
+    defects : pandas.DataFrame
+        ``name``, ``row``, ``col`` (px), ``n_atoms``, ``x_A``, ``y_A`` of each defect.
+    classifier : GraphDefectClassifier or None
+        Fitted on these atoms; None when there are fewer than 3 (no graph to classify).
+    """
+    import pandas as pd
+
+    from .graphs import GraphDefectClassifier
+
+    columns = ["name", "row", "col", "n_atoms"]
+    if len(coords) < 3:
+        labels, table, clf = np.full(len(coords), "lattice", dtype=object), None, None
+    else:
+        clf = GraphDefectClassifier(species=species, pixel_size=pixel_size, image_shape=shape)
+        clf.fit([coords])
+        labels = clf.predict([coords])[0]
+        table = clf.find_defects([coords])
+    out = table[columns].copy() if table is not None else pd.DataFrame(columns=columns)
+    out["row"] = out["row"].astype(float).round(3)
+    out["col"] = out["col"].astype(float).round(3)
+    out["x_A"] = (out["col"] * pixel_size).round(4)
+    out["y_A"] = (out["row"] * pixel_size).round(4)
+    return labels, out.reset_index(drop=True), clf
 
 
 def atom_table(coords, confidence, classes, pixel_size=None, labels=None):

@@ -51,3 +51,48 @@ def test_load_model_names_what_it_accepts(tmp_path):
     assert load_model(path).classes_ == seg.classes_
     with pytest.raises(ValueError, match="neither a pretrained model"):
         load_model("no-such-model")
+
+
+def test_analyse_names_species_and_finds_the_planted_vacancy():
+    from sklatom.simulation import AcquisitionModel
+
+    # graphene with one planted vacancy, recorded well: the defect table holds a V1 where
+    # the vacancy is, and its three neighbours carry its name in the atoms table
+    X, _, coords, info = make_lattice_images(
+        1, "graphene", shape=(160, 160), pixel_size=0.1, labels=GENERAL_LABELS,
+        defects={"vacancy": 1}, acquisition=AcquisitionModel(dose=5e6, blur=0.15),
+        return_info=True, random_state=3)
+    finder = AtomFinder(pixel_size=0.1, species=("C", "Si"), defects=True).fit()
+    result = finder.analyse(X)[0]
+    atoms, defects = result.atoms, result.defects
+    assert list(atoms.columns) == ["row", "col", "class", "class_name", "species", "x_A",
+                                   "y_A", "confidence", "defect"]
+    assert set(atoms["species"]) == {"C"} and len(atoms) == len(result.coords)
+    atoms0 = info.structures[0]
+    y0, x0 = atoms0.info["scan_region"][:2]
+    site = (np.array(atoms0.info["defects"][0]["position"]) - (y0, x0)) / 0.1  # (row, col) px
+    v1 = defects[defects["name"] == "V1"]
+    assert len(v1) == 1
+    assert np.hypot(v1["row"].iloc[0] - site[0], v1["col"].iloc[0] - site[1]) < 5
+    assert (atoms["defect"] == "V1").sum() == 3
+    np.testing.assert_allclose(defects["x_A"], defects["col"] * 0.1, atol=1e-3)
+    assert result.classifier is not None and result.pixel_size == 0.1
+    # without defects: no defect column, no table; the same atoms
+    plain = AtomFinder(pixel_size=0.1).fit().analyse(X)[0]
+    assert "defect" not in plain.atoms and plain.defects is None
+    np.testing.assert_array_equal(plain.coords, result.coords)
+
+
+def test_analyse_refuses_species_that_do_not_fit_the_model():
+    with pytest.raises(ValueError, match="must name each of the model's 2 atom classes"):
+        AtomFinder(species=("C",)).fit()
+    with pytest.raises(ValueError, match="must name each"):
+        AtomFinder(species="CSi").fit()
+    with pytest.raises(ValueError, match="defects must be True or False"):
+        AtomFinder(defects="yes").fit()
+    # an image with fewer than three atoms has no graph: no defects, no error
+    from sklatom.exceptions import ImageQualityWarning
+
+    with pytest.warns(ImageQualityWarning, match="constant"):
+        empty = AtomFinder(pixel_size=0.1, defects=True).analyse(np.ones((1, 64, 64)))[0]
+    assert len(empty.atoms) == 0 and len(empty.defects) == 0 and empty.classifier is None
