@@ -124,7 +124,7 @@ def _describe_one(p, image, finder_args, pixel_size, order, n_neighbors, neighbo
     coords, _, labels = _find_peaks_checked(p, image, *finder_args, return_labels=True)
     n_cols = len(_feature_names(pixel_size, order, include_coordinates))
     if len(coords) == 0:
-        return np.empty((0, n_cols))
+        return np.empty((0, n_cols)), np.zeros(0, int)
     intensity = 1.0 - p[0].astype(np.float64) if image is None else image
     # label j + 1 is atom j, so the regions come in the atoms' order
     props = regionprops_table(
@@ -163,10 +163,12 @@ def _describe_one(p, image, finder_args, pixel_size, order, n_neighbors, neighbo
         psi,
     ]
     table = np.column_stack(cols).astype(np.float64)
+    atom = np.arange(len(table))
     if exclude_border is not False:
         margin = 0 if exclude_border is True else int(exclude_border)
-        table = table[~_border_mask(labels, margin)[1:]]
-    return table
+        keep = ~_border_mask(labels, margin)[1:]
+        table, atom = table[keep], atom[keep]
+    return table, atom
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,7 +393,9 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         -------
         table : ndarray of shape (n_contours_total, n_features) or DataFrame
             One row per contour, images stacked in order; a DataFrame indexed by
-            ``(image, atom)`` when the output is set to pandas. 0 rows if no map has a contour.
+            ``(image, atom)`` when the output is set to pandas, ``atom`` being the atom's index
+            in ``PeakFinder(threshold=threshold).transform(P)[image]`` (contours at the border
+            left out by ``exclude_border`` leave gaps). 0 rows if no map has a contour.
         """
         check_is_fitted(self, "n_classes_")
         ps = self._check_all_params()
@@ -410,8 +414,9 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         imgs = check_images_for_maps(images, maps) if images is not None else [None] * len(maps)
         args = (self._finder_args(self.n_classes_), ps, self.order, self.n_neighbors,
                 self.neighbor_radius, self.exclude_border, self.include_coordinates)
-        tables = map_items(_describe_one, ((p, im) + args for p, im in zip(maps, imgs)),
-                           self.n_jobs)
+        described = map_items(_describe_one, ((p, im) + args for p, im in zip(maps, imgs)),
+                              self.n_jobs)
+        tables = [t for t, _ in described]
         table = np.concatenate(tables, axis=0) if tables else np.empty((0, len(names)))
         # set_output's choice, else the global transform_output (public API only)
         dense = (getattr(self, "_sklearn_output_config", {}).get("transform")
@@ -421,9 +426,11 @@ class ContourDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=N
         if dense != "pandas":
             raise ValueError(
                 f"ContourDescriptor supports the output containers {_OUTPUTS}; got {dense!r}")
+        # "atom" is the index of the atom in PeakFinder(threshold=threshold)'s output of the
+        # image, so rows join PeakFinder's atoms even where border contours are left out
         index = pd.MultiIndex.from_arrays(
             [np.repeat(np.arange(len(tables)), [len(t) for t in tables]),
-             np.concatenate([np.arange(len(t)) for t in tables])],
+             np.concatenate([a for _, a in described]) if described else np.zeros(0, int)],
             names=["image", "atom"])
         return pd.DataFrame(table, columns=list(names), index=index)
 
