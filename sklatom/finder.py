@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from ._validation import check_image_batch
 
-__all__ = ["AtomFinder", "ImageAnalysis", "load_model"]
+__all__ = ["AtomFinder", "ImageAnalysis", "load_model", "atom_table", "image_defects"]
 
 
 @dataclass(eq=False)
