@@ -18,10 +18,13 @@ from scipy import ndimage
 from .exceptions import ImageQualityWarning  # noqa: F401 (re-exported; see exceptions)
 
 __all__ = ["ImageQuality", "ImageQualityWarning", "check_image", "MIN_REGION_AREA",
-           "MIN_IMAGE_SIZE"]
+           "FRINGE_REACH", "MIN_IMAGE_SIZE"]
 
 #: Smallest area (Å²) of a constant region reported and masked: about one atom's disk.
 MIN_REGION_AREA = 3.0
+#: Distance (Å) from a constant region within which pixels of its value belong to it (the
+#: ragged fringe of a saturated patch).
+FRINGE_REACH = 1.0
 #: Smallest height and width (Å) of an image that can show one atom with its surroundings.
 MIN_IMAGE_SIZE = 2.0
 #: An image whose range is below this fraction of its typical magnitude is nearly constant:
@@ -48,9 +51,11 @@ class ImageQuality:
     problems: list = field(default_factory=list)
 
 
-def _constant_regions(image, min_area_px):
+def _constant_regions(image, min_area_px, reach_px=1):
     """Regions of at least ``min_area_px`` pixels of one value (3 x 3 neighbourhoods of one
-    value, dilated by 1 px to the plateau's rim).
+    value), with every pixel of that value within ``reach_px`` of them or connected to those:
+    the rim and the ragged fringe of a saturated patch (islands of clipped pixels along its
+    edge), not a lone clipped pixel at an atom's peak elsewhere.
 
     Returns the mask of those regions and, per value they hold, its number of pixels. Cheap
     when there is nothing to find: a constant 3 x 3 neighbourhood needs four constant 2 x 2
@@ -72,8 +77,17 @@ def _constant_regions(image, min_area_px):
     big = big[big > 0]
     if len(big) == 0:
         return np.zeros(image.shape, bool), []
-    keep = ndimage.binary_dilation(np.isin(lab, big), np.ones((3, 3), bool))
-    # the dilation adds each plateau's rim, which holds the plateau's value too
+    core = np.isin(lab, big)
+    # each plateau with every pixel of its value connected to it (8-connectivity): its rim
+    # and the thin tendrils along its edge that hold no constant 3 x 3 neighbourhood
+    keep = np.zeros(image.shape, bool)
+    disk = ndimage.generate_binary_structure(2, 1)
+    for value in np.unique(image[core]):
+        mine = core & (image == value)
+        near = ndimage.binary_dilation(mine, disk, iterations=max(1, int(round(reach_px))))
+        same, _ = ndimage.label(image == value, np.ones((3, 3), bool))
+        touching = np.unique(same[near & (image == value)])
+        keep |= np.isin(same, touching[touching > 0])
     values, counts = np.unique(image[keep], return_counts=True)
     return keep, [(int(c), float(v)) for v, c in zip(values, counts) if c >= min_area_px]
 
@@ -127,7 +141,8 @@ def check_image(image, pixel_size=None, name="image"):
             f"{name} is {x.shape[0]} x {x.shape[1]} px, too small to show an atom at "
             f"{ps:g} Å/px (it needs at least {MIN_IMAGE_SIZE:g} Å, {int(np.ceil(smallest))} "
             "px, on each side)"])
-    dead, regions = _constant_regions(x, max(9.0, MIN_REGION_AREA / ps**2))
+    dead, regions = _constant_regions(x, max(9.0, MIN_REGION_AREA / ps**2),
+                                      FRINGE_REACH / ps)
     problems = []
     if regions:
         by_kind = {}

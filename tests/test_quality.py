@@ -31,6 +31,18 @@ def test_a_single_saturated_pixel_or_an_atom_top_is_not_a_region():
     assert not q.dead.any() and q.problems == []
 
 
+def test_the_ragged_fringe_of_a_patch_is_part_of_it():
+    image = _noise(seed=2)
+    full = image.max() + 1
+    image[:40, :40] = full                     # the patch
+    image[44, 20:22] = full                    # an island 0.4 Å off its edge (its fringe)
+    image[41, 30] = full                       # a tendril pixel touching its rim diagonally
+    image[100, 100] = full                     # a lone clipped atom top far away
+    q = check_image(image, pixel_size=0.1)
+    assert q.dead[44, 20:22].all() and q.dead[41, 30]
+    assert not q.dead[100, 100] and not q.dead[60:, 60:].any()
+
+
 @pytest.mark.parametrize("image, match", [
     (np.full((64, 64), 7.0), "constant"),
     (np.zeros((64, 64)), "constant"),
