@@ -56,16 +56,19 @@ PIXEL_SIZE = 0.1  # Å/px the model works at
 LATTICE_NAMES = sorted(LATTICES)
 CLASSES = ["background", "light", "heavy"]
 #: Scene kinds of the varied part of the training set, with their shares.
-SCENE_MIX = {"lattice": 0.20, "flake": 0.12, "bilayer": 0.05, "grain_boundary": 0.05,
-             "amorphous": 0.10, "single_atoms": 0.15, "nanoparticle": 0.12, "crystal": 0.13,
-             "vacuum": 0.08}
+SCENE_MIX = {"lattice": 0.17, "flake": 0.12, "bilayer": 0.05, "grain_boundary": 0.05,
+             "amorphous": 0.09, "single_atoms": 0.22, "nanoparticle": 0.12, "crystal": 0.12,
+             "vacuum": 0.06}
+#: Single atoms per Å² of the single-atom scenes (log-uniform): up to twice as dense as
+#: make_scene's default, so that single atoms and clusters are not a rarity of the set.
+ADATOM_DENSITY = (5e-4, 2e-2)
 #: Recording artefacts and their probability per image.
 ARTEFACTS = {"saturated_patch": 0.07, "blank": 0.07, "clip_low": 0.08}
 #: Doses of the lattice block recorded as in the previous training set (e/Å²).
 CLASSIC_DOSES = (1e6, 2e6, 5e6, 1e7, 3e7)
 TEST_DOSES = (2e6, 5e6, 2e7)
 #: Training set of the shipped model.
-N_SCENES, N_CLASSIC_PER_LATTICE, N_PRISM_PER_LATTICE = 1500, 40, 15
+N_SCENES, N_CLASSIC_PER_LATTICE, N_PRISM_PER_LATTICE = 2400, 40, 15
 
 #: Point defects per 25.6 x 25.6 Å of training image: several times the "default" mix, so the
 #: network learns that an empty lattice site is background, not an atom it should fill in.
@@ -126,23 +129,35 @@ def classic_acquisition(rng, dose):
     )
 
 
-def random_acquisition(rng, dose, vacuum=False):
-    """A plausible, randomly imperfect recording at the given dose."""
+#: Scene kinds thick enough to stand on a diffuse plateau (thermal diffuse scattering, beam
+#: spreading and probe tails under a crystal or particle).
+THICK_KINDS = ("crystal", "nanoparticle")
+
+
+def random_acquisition(rng, dose, kind=None):
+    """A plausible, randomly imperfect recording at the given dose, for a scene of ``kind``."""
     maybe = lambda p, value: value if rng.rand() < p else 0.0  # noqa: E731
+    thick = kind in THICK_KINDS
     return AcquisitionModel(
         dose=dose,
-        # the spot of real columns is often wider than the probe's (source size, vibrations,
-        # channelling, beam spread in a support): up to 0.6 Å of blur (sigma)
-        blur=log_uniform(rng, 0.05, 0.6),
-        scan_jitter=rng.uniform(0.0, 0.05),
+        # the spot of real columns is often much wider than the probe's (source size,
+        # vibrations, channelling, beam spread in a support): measured on real images, a
+        # Gaussian of sigma 0.43 Å (WSe2, Nion), 0.55 Å (Pb particle) and 0.8 Å (single Pt
+        # atoms at 0.29 Å/px), so up to 1 Å of blur (sigma) on top of the probe
+        blur=log_uniform(rng, 0.05, 1.0),
+        diffuse=maybe(0.6, rng.uniform(0.2, 0.85)) if thick else 0.0,
+        diffuse_length=log_uniform(rng, 2.0, 12.0),
+        # per-line jitter of the probe: about 0.1 Å on the real Pb particle (ragged columns)
+        scan_jitter=rng.uniform(0.0, 0.15),
         drift=(rng.uniform(0, 0.003), rng.uniform(0, 0.003)),
         background=rng.uniform(0.0, 0.5),
         background_texture=maybe(0.4, rng.uniform(0, 0.3)),
         background_length=rng.uniform(5, 40),
         scan_noise=maybe(0.3, rng.uniform(0, 0.05)),
         flyback=maybe(0.25, rng.uniform(0, 0.6)),
-        dark_counts=log_uniform(rng, 0.5, 2000) if vacuum else maybe(0.5, rng.uniform(0, 3)),
-        pedestal=maybe(0.3, log_uniform(rng, 0.01, 5)),
+        dark_counts=log_uniform(rng, 0.5, 2000) if kind == "vacuum" else
+        maybe(0.5, rng.uniform(0, 3)),
+        pedestal=maybe(0.3, log_uniform(rng, 0.01, 10)),
         gamma=rng.uniform(0.85, 1.15),
     )
 
@@ -156,7 +171,7 @@ def scene_item(rng):
     n = max(24, int(round(side_A / ps)))
     shape = (n, n)
     dose = log_uniform(rng, 1e4, 1e8)
-    return kind, ps, shape, random_simulator(rng), random_acquisition(rng, dose, kind == "vacuum")
+    return kind, ps, shape, random_simulator(rng), random_acquisition(rng, dose, kind)
 
 
 def make_training_set(n_scenes, n_classic, n_prism, seed, verbose=True):
@@ -173,6 +188,8 @@ def make_training_set(n_scenes, n_classic, n_prism, seed, verbose=True):
                 lattice = "graphene"
             options = {"lattice": lattice,
                        "defects": training_defects(lattice, (shape[0] * ps, shape[1] * ps))}
+        elif kind == "single_atoms":
+            options = {"adatom_density": log_uniform(rng, *ADATOM_DENSITY)}
         X, y, _ = make_scene_images(1, kind, shape=shape, pixel_size=ps,
                                     output_pixel_size=PIXEL_SIZE, scene_options=options,
                                     artefacts=ARTEFACTS, simulator=sim, acquisition=acq,
@@ -297,6 +314,10 @@ HELD_OUT_SCENES = {
     "nanoparticle on a diffuse plateau": ("nanoparticle", {"support": "vacuum"}, 0.2, 1e6,
                                           {"diffuse": 0.6, "diffuse_length": 6.0,
                                            "pedestal": 3.0, "blur": 0.3}),
+    # wide spots, as measured on real images (0.55-0.8 Å sigma at 0.22-0.3 Å/px), lower dose
+    "single atoms, wide spots": ("single_atoms", {"support": "C"}, 0.3, 1e5, {"blur": 0.7}),
+    "nanoparticle, wide spots": ("nanoparticle", {"support": "vacuum"}, 0.22, 1e5,
+                                 {"blur": 0.5, "diffuse": 0.4, "diffuse_length": 8.0}),
 }
 
 
@@ -437,6 +458,7 @@ def main(argv=None):
     out = args.out or os.path.join(os.path.dirname(__file__), "..", "sklatom", "models",
                                    PRETRAINED[args.name][0])
 
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # not after an hour
     torch.set_num_threads(args.threads)
     t0 = time.time()
     report_path = os.path.splitext(out)[0] + ".metrics.json"

@@ -337,8 +337,9 @@ def amorphous_slab(composition, box, thickness, *, density=None, min_distance=No
                    random_state=None):
     """Random non-crystalline atoms in a slab of varying thickness (a support or a film).
 
-    Atoms are drawn uniformly and thinned so that no two are closer than ``min_distance``
-    (a hard-core amorphous solid, not a lattice: its projection has no periodicity). The
+    Atoms are added at random positions, each only where no other is closer than
+    ``min_distance``, until the slab holds ``density`` atoms per Å³ (a hard-core amorphous
+    solid, not a lattice: its projection has no periodicity). The
     top surface varies smoothly, so the projected thickness, and with it the image
     background, changes across the field of view as on real supports.
 
@@ -377,30 +378,84 @@ def amorphous_slab(composition, box, thickness, *, density=None, min_distance=No
     rho = rho if density is None else density
     dmin = dmin if min_distance is None else min_distance
     box = np.asarray(box, dtype=float)
-    t_max = thickness * (1 + 3 * thickness_variation)
-    n = int(rng.poisson(rho * box[0] * box[1] * t_max * 1.15))
-    pos = rng.uniform(0, 1, (n, 3)) * [box[0], box[1], t_max]
-    # thin to a hard-core set: drop one atom of every close pair
-    pairs = cKDTree(pos).query_pairs(dmin, output_type="ndarray")
-    drop = np.zeros(n, bool)
-    for i, j in pairs:
-        if not drop[i] and not drop[j]:
-            drop[j] = True
-    pos = pos[~drop]
     # local thickness: a smooth random field around the mean
     shape = (int(np.ceil(box[1])) + 1, int(np.ceil(box[0])) + 1)
     field = smooth_field(shape, variation_length, rng)
     local = np.clip(thickness * (1 + thickness_variation * field), 0, None)
     if holes > 0:
         local[field < np.quantile(field, holes)] = 0.0
-    ix = np.clip(pos[:, 0].astype(int), 0, shape[1] - 1)
-    iy = np.clip(pos[:, 1].astype(int), 0, shape[0] - 1)
-    pos = pos[pos[:, 2] < local[iy, ix]]
+    pos = _hard_core_fill(box, local, rho, dmin, rng)
     # keep the composition's atom fractions, in random order
     elements = list(fractions)
     sym = rng.choice(elements, size=len(pos), p=[fractions[e] for e in elements])
     pos[:, 2] += z0
     return pos, np.asarray(sym)
+
+
+def _below_surface(points, local):
+    """Which points (x, y, z in Å) lie under the local thickness (a map on a 1 Å grid)."""
+    ix = np.clip(points[:, 0].astype(int), 0, local.shape[1] - 1)
+    iy = np.clip(points[:, 1].astype(int), 0, local.shape[0] - 1)
+    return points[:, 2] < local[iy, ix]
+
+
+def _hard_core_fill(box, local, density, min_distance, rng, layer=20.0, max_rounds=50):
+    """Random points under a surface at ``density`` per Å³, no two closer than ``min_distance``.
+
+    Random sequential addition, layer by layer from the bottom: uniform candidates under the
+    surface are added in rounds, each dropped when it comes closer than ``min_distance`` to a
+    kept point (of its layer or the top of the layer below) or to an earlier candidate of its
+    round, until the layer holds ``density`` times its volume (amorphous carbon's 0.10 Å⁻³ at
+    1.3 Å is far below the jamming limit, so few rounds are needed). Thinning one uniform
+    draw instead leaves the slab a quarter less dense than asked.
+
+    Parameters
+    ----------
+    box : ndarray of shape (2,)
+        (x, y) extent in Å.
+    local : ndarray of shape (ny, nx)
+        Thickness in Å on a 1 Å grid covering the box (cell ``[iy, ix]`` spans
+        ``[ix, ix + 1) x [iy, iy + 1)``).
+    density : float
+        Points per Å³.
+    min_distance : float
+        Smallest distance between two points in Å.
+    rng : RandomState
+
+    Returns
+    -------
+    points : ndarray of shape (n, 3)
+        x, y, z in Å, z from 0 up to the local thickness.
+    """
+    # each 1 Å cell of the map weighs the part of it inside the box
+    wx = np.clip(box[0] - np.arange(local.shape[1]), 0, 1)
+    wy = np.clip(box[1] - np.arange(local.shape[0]), 0, 1)
+    layers, below = [], np.zeros((0, 3))
+    for z0 in np.arange(0.0, float(local.max()), layer):
+        volume = float(wy @ np.clip(local - z0, 0, layer) @ wx)
+        target = int(rng.poisson(density * volume))
+        filled = volume / (box[0] * box[1] * layer)  # fraction of candidates under the surface
+        kept = np.zeros((0, 3))
+        for _ in range(max_rounds):
+            need = target - len(kept)
+            if need <= 0:
+                break
+            cand = rng.uniform(0, 1, (int(need / filled * 1.5) + 16, 3)) * [box[0], box[1], layer]
+            cand[:, 2] += z0
+            cand = cand[_below_surface(cand, local)]
+            near = np.concatenate([below, kept])
+            if len(near) and len(cand):
+                d, _ = cKDTree(near).query(cand, distance_upper_bound=min_distance)
+                cand = cand[~(d < min_distance)]
+            if len(cand) > 1:
+                pairs = cKDTree(cand).query_pairs(min_distance, output_type="ndarray")
+                drop = np.zeros(len(cand), bool)
+                drop[pairs[:, 1]] = True
+                cand = cand[~drop]
+            kept = np.concatenate([kept, cand[:need]])
+        layers.append(kept)
+        below = kept[kept[:, 2] >= z0 + layer - min_distance]
+    return np.concatenate(layers) if layers else np.zeros((0, 3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,6 +525,16 @@ class _Builder:
         return atoms
 
 
+#: Range (Å) of the mean thickness of amorphous supports, drawn log-uniformly.
+SUPPORT_THICKNESS = (5.0, 1000.0)
+#: Range (Å) of the correlation length of a support's thickness variation, log-uniformly.
+SUPPORT_VARIATION_LENGTH = (3.0, 60.0)
+
+
+def _log_uniform(rng, low, high):
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
 def _pick(rng, options):
     return options[rng.randint(len(options))]
 
@@ -491,11 +556,14 @@ def _support(builder, rng, kind, thickness=None, holes=0.0):
         _lattice_part(builder, kind, rng)
         return builder.top()
     composition = kind
-    t = thickness if thickness is not None else float(np.exp(rng.uniform(np.log(5), np.log(500))))
+    # thin films (0.5-5 nm) to the thick, granular supports of catalysts (carbon black,
+    # porous carbons: up to 100 nm, mottled at the scale of a few Å to a few nm, so that
+    # a single heavy atom stands only 20-30 % above its support, as in real images)
+    t = thickness if thickness is not None else _log_uniform(rng, *SUPPORT_THICKNESS)
     pos, sym = amorphous_slab(composition, builder.box, t,
                               thickness_variation=rng.uniform(0.1, 0.8),
-                              variation_length=rng.uniform(10, 60), holes=holes,
-                              random_state=rng)
+                              variation_length=_log_uniform(rng, *SUPPORT_VARIATION_LENGTH),
+                              holes=holes, random_state=rng)
     builder.add(pos, sym, "amorphous", heavy=np.zeros(len(pos), bool))
     return t
 
@@ -670,7 +738,7 @@ def make_scene(kind="single_atoms", field_of_view=(40.0, 40.0), *, margin=4.0,
         support = get("support") or _pick(rng, ["C", "C", "C", "SiO2", "graphene"])
         z = _support(builder, rng, support, get("thickness"))
         element = get("element") or _pick(rng, ADATOM_ELEMENTS)
-        density = get("adatom_density", float(np.exp(rng.uniform(np.log(5e-4), np.log(1e-2)))))
+        density = get("adatom_density", _log_uniform(rng, 5e-4, 1e-2))
         _adatoms(builder, rng, density, element, z)
         for _ in range(rng.poisson(1.0)):  # small clusters
             pos, sym = _cluster(element, rng.randint(3, 20), rng)
@@ -694,13 +762,13 @@ def make_scene(kind="single_atoms", field_of_view=(40.0, 40.0), *, margin=4.0,
             pos[:, 2] += z + 2.0
             builder.add(pos, sym, "particle")
         if rng.rand() < 0.3:
-            _adatoms(builder, rng, float(np.exp(rng.uniform(np.log(3e-4), np.log(3e-3)))),
+            _adatoms(builder, rng, _log_uniform(rng, 3e-4, 3e-3),
                      name, z)
         info.update(support=support, crystal=name)
     elif kind == "crystal":
         name = get("crystal") or _pick(rng, sorted(CRYSTALS))
         axis = get("zone_axis") or _pick(rng, CRYSTALS[name].zone_axes)
-        thickness = get("thickness", float(np.exp(rng.uniform(np.log(20), np.log(200)))))
+        thickness = get("thickness", _log_uniform(rng, 20, 200))
         pos, sym = crystal_block(name, axis, (*builder.box, thickness),
                                  rotation=rng.uniform(0, 360), random_state=rng)
         coverage = get("coverage", 1.0 if rng.rand() < 0.6 else rng.uniform(0.3, 0.9))

@@ -655,8 +655,10 @@ def spread_diffuse(image, fraction, length):
 class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Turn noise-free images into recorded ones: dose, noise, blur, scan distortion.
 
-    Applied in the order a microscope does: scan distortion (jitter, drift and flyback of the
-    probe positions), probe-source blur, a smooth background, shot noise at the given dose,
+    Applied in the order a microscope does: probe-source blur and diffuse spread (the spot
+    the probe makes in the specimen), scan distortion (jitter, drift and flyback of the probe
+    positions: the blurred image sampled where the probe really was), a smooth background,
+    shot noise at the given dose,
     scan-line noise, detector read noise, the detector's contrast and gamma, and last its
     saturation.
 
@@ -879,13 +881,16 @@ class AcquisitionModel(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         jitter = rng.normal(0, self.scan_jitter, image.shape[0]) if self.scan_jitter else \
             np.zeros(image.shape[0])
         flyback = self.flyback * (rng.uniform() if self.random_drift else 1.0)
-        image, coords = self._distort(image, None if coords is None else
-                                      np.asarray(coords, dtype=float), d / ps, jitter / ps,
-                                      flyback / ps, self.flyback_length / ps)
+        # blur and diffuse spread belong to the probe's interaction with the specimen: the
+        # scan then samples that image at displaced probe positions, so a jittered line stays
+        # sharp-edged (ragged columns, as recorded) instead of being smoothed by the blur
         if self.blur:
             image = ndimage.gaussian_filter(image, self.blur / ps, mode="reflect")
         if self.diffuse:
             image = spread_diffuse(image, self.diffuse, self.diffuse_length / ps)
+        image, coords = self._distort(image, None if coords is None else
+                                      np.asarray(coords, dtype=float), d / ps, jitter / ps,
+                                      flyback / ps, self.flyback_length / ps)
         if self.background:
             image = image + self._background(image, rng)
         if self.background_texture:
