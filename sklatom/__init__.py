@@ -30,6 +30,7 @@ _EXPORTS = {
     "make_atom_scorer": "metrics",
     "atom_scores": "metrics",
     "read_image": "io",
+    "rank_for_labelling": "uncertainty",
     "plot_atoms": "plotting",
     "plot_defects": "plotting",
     "plot_descriptors": "plotting",

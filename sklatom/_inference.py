@@ -20,7 +20,8 @@ from ._unet import inference_copy, receptive_field
 from ._validation import SklatomWarning
 from .quality import ImageQualityWarning, check_image
 
-__all__ = ["NORMALISATION", "normalise", "FrozenNetwork", "Tiling", "TiledPredictor"]
+__all__ = ["NORMALISATION", "normalise", "FrozenNetwork", "Tiling", "TiledPredictor", "dihedral",
+           "pool_features"]
 
 #: Per-image input normalisation: ``(image - median) / (p99.5 - p0.5)``; saved with every
 #: model and compared on load.
@@ -192,22 +193,68 @@ class TiledPredictor:
         keeps its contrast. The image is resampled to the training sampling first and
         normalised there, as the training images were.
         """
+        x, quality = self._prepare(img, i)
+        if x is None:
+            return self._background(img.shape)
+        return self._finish(self.proba_normalised(x), img.shape, quality)
+
+    def members(self, img, i, n_transforms, features=False):
+        """The maps of ``X[i]`` under each of the first ``n_transforms`` elements of the
+        dihedral group (:func:`dihedral`), each transformed back: the test-time-augmentation
+        ensemble of :meth:`FCNSegmenter.predict_proba_ensemble
+        <sklatom.segmentation.FCNSegmenter.predict_proba_ensemble>`.
+
+        Returns an array ``(n_transforms, n_classes, height, width)`` (member 0 equals
+        :meth:`proba`) and, with ``features``, the bottleneck features of member 0 pooled
+        over the image (:meth:`proba_normalised`; None for an image without usable
+        structure).
+        """
+        shape = img.shape
+        x, quality = self._prepare(img, i)
+        if x is None:
+            p = self._background(shape)
+            out = np.broadcast_to(p, (n_transforms,) + p.shape).copy()
+            return (out, None) if features else out
+        out = np.empty((n_transforms, self.n_classes) + shape, dtype=np.float32)
+        pooled = None
+        for k in range(n_transforms):
+            xk = np.ascontiguousarray(dihedral(x, k))
+            if k == 0 and features:
+                pooled = []
+                p = self.proba_normalised(xk, pooled)
+                pooled = pool_features(pooled)
+            else:
+                p = self.proba_normalised(xk)
+            out[k] = self._finish(np.ascontiguousarray(dihedral(p, k, inverse=True)), shape,
+                                  quality)
+        return (out, pooled) if features else out
+
+    def _background(self, shape):
+        p = np.zeros((self.n_classes,) + shape, dtype=np.float32)
+        p[0] = 1.0
+        return p
+
+    def _prepare(self, img, i):
+        """The normalised image at the training sampling and the quality findings (warned
+        here); ``(None, quality)`` for an image without usable structure."""
         shape = img.shape
         ps = self.training_pixel_size
         sampling = ps * self.factor if ps else None
         quality = check_image(img, sampling, f"X[{i}]")
         for problem in quality.problems:
-            warnings.warn(problem, ImageQualityWarning, stacklevel=5)
+            warnings.warn(problem, ImageQualityWarning, stacklevel=6)
         if not quality.usable:
-            p = np.zeros((self.n_classes,) + shape, dtype=np.float32)
-            p[0] = 1.0
-            return p
+            return None, quality
         x = img
         if quality.dead.any():  # normalised by what the live part shows, not by the patch
             x = np.where(quality.dead, np.median(img[~quality.dead]), img).astype(img.dtype)
         if self.factor != 1.0:
             x = resample_image(x, resampled_shape(shape, self.factor))
-        p = self.proba_normalised(normalise(x, f"X[{i}]"))
+        return normalise(x, f"X[{i}]"), quality
+
+    @staticmethod
+    def _finish(p, shape, quality):
+        """Maps at the training sampling -> maps at the input's size, dead pixels background."""
         if p.shape[1:] != shape:
             p = resize(p, (p.shape[0],) + shape, order=1, mode="edge",
                        anti_aliasing=False, preserve_range=True)
@@ -218,8 +265,11 @@ class TiledPredictor:
             p[0, quality.dead] = 1.0
         return p
 
-    def proba_normalised(self, x):
+    def proba_normalised(self, x, features=None):
         """Probabilities ``(n_classes, h, w)`` of one normalised image, tile by tile.
+
+        With a list ``features``, each tile appends the sums of its bottleneck features and of
+        their squares over its positions, and their number (see :func:`pool_features`).
 
         The image is reflect-padded at the bottom and right up to a multiple of
         ``tiling.multiple`` only: the network learned on patches whose edges it sees through
@@ -248,7 +298,15 @@ class TiledPredictor:
                 batch = np.stack([padded[r[0]:r[1], c[0]:c[1]] for r, c in chunk])
                 xt = torch.from_numpy(batch[:, np.newaxis]).to(device).contiguous(
                     memory_format=torch.channels_last)
-                proba = _softmax_(self.network(xt)).cpu().numpy()
+                if features is None:
+                    logits = self.network(xt)
+                else:
+                    logits, bottleneck = self.network.forward_with_features(xt)
+                    b = bottleneck.double()
+                    features.append((b.sum(dim=(2, 3)).cpu().numpy(),
+                                     (b * b).sum(dim=(2, 3)).cpu().numpy(),
+                                     b.shape[2] * b.shape[3]))
+                proba = _softmax_(logits).cpu().numpy()
                 if len(tiles) == 1:
                     return proba[0, :, :h, :w]
                 if out is None:
@@ -257,3 +315,33 @@ class TiledPredictor:
                     out[:, r[2]:r[3], c[2]:c[3]] = p[:, r[2] - r[0]:r[3] - r[0],
                                                      c[2] - c[0]:c[3] - c[0]]
         return out[:, :h, :w]
+
+
+def dihedral(x, k, inverse=False):
+    """Element ``k`` (0-7) of the dihedral group of the square applied to the last two axes.
+
+    ``k`` = 0 identity, 1 flip of the rows (``x[..., ::-1, :]``), 2 flip of the columns,
+    3 rotation by 180°, 4 transpose, 5 rotation by 90°, 6 rotation by 270°, 7 anti-transpose.
+    The first 4 form the subgroup of flips (they keep the shape), all 8 the group.
+    ``inverse=True`` applies the inverse of element ``k``. Returns a view.
+    """
+    if k >= 4:
+        if not inverse:
+            return dihedral(np.swapaxes(x, -1, -2), k - 4)
+        return np.swapaxes(dihedral(x, k - 4, inverse=True), -1, -2)
+    if k & 1:
+        x = x[..., ::-1, :]
+    if k & 2:
+        x = x[..., :, ::-1]
+    return x  # flips commute and are their own inverses
+
+
+def pool_features(parts):
+    """Mean and standard deviation over positions of each bottleneck channel, from the
+    ``(sum, sum of squares, count)`` of each tile (:meth:`TiledPredictor.proba_normalised`):
+    ndarray of shape (2 * channels,), float64, means first."""
+    total = sum(p[0] for p in parts)[0]
+    squares = sum(p[1] for p in parts)[0]
+    count = sum(p[2] for p in parts)
+    mean = total / count
+    return np.concatenate([mean, np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))])

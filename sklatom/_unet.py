@@ -308,7 +308,17 @@ class _FrozenUNet(nn.Module):
 
     def forward(self, x):
         x = self.to_blocks(x).contiguous(memory_format=torch.channels_last)
-        x, skips = self.encode(x)  # (dropout is the identity at prediction)
+        return self.decode(*self.encode(x))  # (dropout is the identity at prediction)
+
+    def forward_with_features(self, x):
+        """The logits and the bottleneck features ``(batch, channels, h / m, w / m)`` (``m``
+        the size multiple): the same logits as :meth:`forward`."""
+        x = self.to_blocks(x).contiguous(memory_format=torch.channels_last)
+        bottleneck, skips = self.encode(x)
+        return self.decode(bottleneck, skips), bottleneck
+
+    def decode(self, x, skips):
+        """Decoder and head: logits at full resolution from the bottleneck and the skips."""
         for up, a, b, dec, skip in zip(self.upsamplers, self.from_up, self.from_skip,
                                        self.decoders, reversed(skips)):
             y = a(up(x))

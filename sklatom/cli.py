@@ -284,6 +284,7 @@ def _cmd_find_atoms(args):
     from .io import read_image, write_csv_atomic
     from .plotting import plot_atoms, plot_defects
     from .segmentation import check_sampling
+    from .uncertainty import OOD_THRESHOLD
 
     console = _Console(args.quiet)
     if args.pixel_size is not None:
@@ -321,8 +322,14 @@ def _cmd_find_atoms(args):
                 f"--species names {len(species)} classes ({','.join(species)}) but the model "
                 f"has {len(classes) - 1} atom classes {classes[1:]}; give one name per class, "
                 "in order")
+        calibration = "auto"
+        if args.uncertainty:  # the file beside the model: the segmenter is loaded already
+            from .uncertainty import _model_file, calibration_path
+
+            calibration = calibration_path(_model_file(args.model))
         with _warnings_to(console):
-            finder = AtomFinder(segmenter, species=species, defects=args.defects).fit()
+            finder = AtomFinder(segmenter, species=species, defects=args.defects,
+                                uncertainty=args.uncertainty, calibration=calibration).fit()
     for job in todo:
         path, stem, outputs = job.path, job.stem, job.outputs
         t0 = time.perf_counter()
@@ -377,6 +384,10 @@ def _cmd_find_atoms(args):
             continue
         done.append(path)
         n_def = f", {len(found.defects)} defect(s)" if args.defects else ""
+        if found.uncertainty is not None:
+            u = found.uncertainty
+            n_def += (f"; out-of-distribution score {u.ood_score:.2f} (threshold "
+                      f"{OOD_THRESHOLD:g}{': above, see the warning' if u.out_of_distribution else ''})")
         console.info(
             f"{path}: {len(coords)} atoms ({_class_counts(coords, classes)}){n_def}; "
             f"pixel size {ps:g} Å/px ({source}); {time.perf_counter() - t0:.1f} s -> "
@@ -697,7 +708,8 @@ def _build_parser():
         "find-atoms", formatter_class=fmt, help="find the atoms in image files",
         description="Find the atoms in each image and write <stem>_atoms.csv (row, col in px; "
         "class, class_name; x_A, y_A in Å when the pixel size is known; confidence) and "
-        "<stem>_overlay.png. With --defects also a 'defect' column and <stem>_defects.csv.\n\n"
+        "<stem>_overlay.png. With --defects also a 'defect' column and <stem>_defects.csv; "
+        "with --uncertainty also existence, class_probability and sigma_A.\n\n"
         f"Formats: {', '.join(sorted(SUPPORTED_EXTENSIONS))} (.dm3/.dm4/.emd/.ser/.hspy need "
         "pip install \"sklatom[io]\"). The pixel size comes from --pixel-size, else from the "
         "file, else the model's training pixel size is assumed (with a warning).\n\n"
@@ -723,6 +735,12 @@ def _build_parser():
                         "graphene or S2,Mo for MoS2 with the general model's light,heavy "
                         "classes): adds a 'species' column and names the defects of "
                         "--defects; default: generic names")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="run the model as an ensemble of the 8 flips and rotations of each "
+                        "image (8 times slower) and add the columns existence (calibrated "
+                        "probability that the atom is real), class_probability and sigma_A "
+                        "(position uncertainty per axis, Å); the report gives each image's "
+                        "out-of-distribution score and warns above its threshold")
     p.add_argument("--overwrite", **overwrite)
     p.add_argument("--quiet", **quiet)
     p.set_defaults(func=_cmd_find_atoms)

@@ -5,7 +5,7 @@ what was given and what is expected), as in scikit-learn; the warnings below let
 sklatom's own warnings, e.g. ``warnings.simplefilter("error", SklatomWarning)``.
 """
 
-__all__ = ["ImageQualityWarning", "SklatomWarning"]
+__all__ = ["ImageQualityWarning", "OutOfDistributionWarning", "SklatomWarning"]
 
 
 class SklatomWarning(UserWarning):
@@ -14,3 +14,8 @@ class SklatomWarning(UserWarning):
 
 class ImageQualityWarning(SklatomWarning):
     """An image, or part of it, shows nothing: saturated, clipped, blanked, constant, tiny."""
+
+
+class OutOfDistributionWarning(SklatomWarning):
+    """An image is unlike the images the model's uncertainty was calibrated on: its atoms, and
+    their existence probabilities, are not to be trusted (see :mod:`sklatom.uncertainty`)."""

@@ -8,6 +8,7 @@ classes checked against column intensities, the warnings about what an image can
 real-image benchmark call it instead of composing the steps themselves.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,10 @@ class ImageAnalysis:
         3 atoms).
     pixel_size : float
         Pixel size in Å/px the image was analysed at.
+    uncertainty : ImageUncertainty or None
+        With ``uncertainty=True``: the image's out-of-distribution score and the ensemble's
+        spread map (:class:`sklatom.uncertainty.ImageUncertainty`); the atoms table then also
+        has the columns ``existence``, ``class_probability`` and ``sigma_A``. None otherwise.
     """
 
     coords: np.ndarray
@@ -48,6 +53,7 @@ class ImageAnalysis:
     defects: object
     classifier: object
     pixel_size: float
+    uncertainty: object = None
 
     @property
     def labels(self):
@@ -102,6 +108,18 @@ class AtomFinder(BaseEstimator):
         ``species`` column and names defects by them. None: the class names.
     defects : bool, default=False
         Whether :meth:`analyse` also classifies the defects of each image's atom graph.
+    uncertainty : bool, default=False
+        Run the segmenter as an ensemble of the 8 flips and rotations of each image (8 times
+        the time of one prediction) and report per atom its existence probability, class
+        probability and position sigma, and per image an out-of-distribution score
+        (:mod:`sklatom.uncertainty`); the atoms are then those of the members' mean maps.
+        Needs a calibration of the model (see ``calibration``). False: one prediction per
+        image, exactly as before.
+    calibration : "auto", path-like or Calibration, default="auto"
+        The uncertainty calibration (used with ``uncertainty=True``). "auto": the file
+        beside the model (:func:`sklatom.uncertainty.calibration_path`; a model given as a
+        fitted segmenter has none, so pass its file). It must have been made for the
+        model's weights.
     device : str, default="auto"
         Torch device of a model that is loaded.
     n_jobs : int or None, default=None
@@ -113,6 +131,8 @@ class AtomFinder(BaseEstimator):
         The fitted segmenter.
     classes_ : list of str
         Its class names (index = class column of the coordinates).
+    calibration_ : Calibration or None
+        The uncertainty calibration (None without ``uncertainty``).
 
     Examples
     --------
@@ -127,14 +147,16 @@ class AtomFinder(BaseEstimator):
     """
 
     def __init__(self, model="general", *, pixel_size=None, threshold=0.5,
-                 classes_from_contrast="auto", species=None, defects=False, device="auto",
-                 n_jobs=None):
+                 classes_from_contrast="auto", species=None, defects=False,
+                 uncertainty=False, calibration="auto", device="auto", n_jobs=None):
         self.model = model
         self.pixel_size = pixel_size
         self.threshold = threshold
         self.classes_from_contrast = classes_from_contrast
         self.species = species
         self.defects = defects
+        self.uncertainty = uncertainty
+        self.calibration = calibration
         self.device = device
         self.n_jobs = n_jobs
 
@@ -166,7 +188,29 @@ class AtomFinder(BaseEstimator):
                     f"e.g. {tuple(f'X{i}' for i in range(1, len(self.classes_)))}")
         if not isinstance(self.defects, (bool, np.bool_)):
             raise ValueError(f"defects must be True or False; got {self.defects!r}")
+        if not isinstance(self.uncertainty, (bool, np.bool_)):
+            raise ValueError(f"uncertainty must be True or False; got {self.uncertainty!r}")
+        self.calibration_ = self._load_calibration() if self.uncertainty else None
         return self
+
+    def _load_calibration(self):
+        from .uncertainty import Calibration, calibration_path, load_calibration, _model_file
+
+        cal = self.calibration
+        if isinstance(cal, Calibration):
+            return cal
+        if isinstance(cal, str) and cal == "auto":
+            model_file = _model_file(self.model)
+            if model_file is None:
+                raise ValueError(
+                    "uncertainty=True with a model given as a fitted segmenter needs "
+                    "calibration= (the .calibration.json made for it); 'auto' finds the file "
+                    "beside a model given by name or path")
+            cal = calibration_path(model_file)
+        if not isinstance(cal, (str, os.PathLike)):
+            raise TypeError(f"calibration must be 'auto', a path to a .calibration.json file "
+                            f"or a Calibration; got {type(cal).__name__}")
+        return load_calibration(cal, self.segmenter_)
 
     def _fitted(self):
         if not hasattr(self, "segmenter_"):
@@ -188,19 +232,31 @@ class AtomFinder(BaseEstimator):
         coords : list of ndarray of shape (k_i, 3)
             Row, col (px of the input image) and class index (into ``classes_``).
         confidence : list of ndarray of shape (k_i,)
-            Peak foreground probability of each atom.
+            Peak foreground probability of each atom (of the ensemble's mean maps with
+            ``uncertainty=True``).
         """
+        found = self._run(check_image_batch(X, "X"), pixel_size)
+        return [f[0] for f in found], [f[1] for f in found]
+
+    def _run(self, images, pixel_size):
+        """Per image ``(coords, confidence, uncertainty)``: the last is None without
+        ``uncertainty``, else ``(per-atom columns dict, ImageUncertainty)``."""
         self._fitted()
-        images = check_image_batch(X, "X")
         ps = self.pixel_size if pixel_size is None else pixel_size
         seg = self.segmenter_
         previous = seg.get_params()["pixel_size"], seg.get_params()["n_jobs"]
         seg.set_params(pixel_size=ps, n_jobs=self.n_jobs)
         try:
+            if self.uncertainty:
+                from .uncertainty import _calibrated
+
+                return _calibrated(self.calibration_, seg, self.peaks_, images,
+                                   self._pixel_size(pixel_size))
             maps = seg.transform(images)
         finally:
             seg.set_params(pixel_size=previous[0], n_jobs=previous[1])
-        return self.peaks_.transform(maps, images=images, return_confidence=True)
+        coords, conf = self.peaks_.transform(maps, images=images, return_confidence=True)
+        return [(c, p, None) for c, p in zip(coords, conf)]
 
     def transform(self, X):
         """Atoms of each image: a list of (k_i, 3) arrays (row, col, class)."""
@@ -210,11 +266,13 @@ class AtomFinder(BaseEstimator):
         """The atoms of each image as a :class:`pandas.DataFrame`.
 
         Columns: ``row``, ``col`` (px), ``class`` (index), ``class_name``, ``x_A``, ``y_A``
-        (Å, when the pixel size is known) and ``confidence``.
+        (Å, when the pixel size is known) and ``confidence``; with ``uncertainty=True`` also
+        ``existence``, ``class_probability`` and ``sigma_A``.
         """
-        coords, confidence = self.find(X, pixel_size)
+        self._fitted()
+        found = self._run(check_image_batch(X, "X"), pixel_size)
         ps = self._pixel_size(pixel_size)
-        return [atom_table(c, p, self.classes_, ps) for c, p in zip(coords, confidence)]
+        return [atom_table(c, p, self.classes_, ps, extra=u and u[0]) for c, p, u in found]
 
     def _pixel_size(self, pixel_size):
         ps = self.pixel_size if pixel_size is None else pixel_size
@@ -234,23 +292,26 @@ class AtomFinder(BaseEstimator):
         Returns
         -------
         results : list of ImageAnalysis
-            One per image.
+            One per image (with ``uncertainty=True`` its ``uncertainty`` holds the
+            out-of-distribution score; above :data:`sklatom.uncertainty.OOD_THRESHOLD` an
+            :class:`~sklatom.exceptions.OutOfDistributionWarning` is raised).
         """
         self._fitted()
         images = check_image_batch(X, "X")
-        coords, confidence = self.find(images, pixel_size)
+        found = self._run(images, pixel_size)
         ps = self._pixel_size(pixel_size)
         results = []
-        for image, c, p in zip(images, coords, confidence):
+        for image, (c, p, u) in zip(images, found):
             labels = defects = clf = None
             if self.defects:
                 labels, defects, clf = image_defects(c, self._graph_species(), ps, image.shape)
-            atoms = atom_table(c, p, self.classes_, ps, labels)
+            atoms = atom_table(c, p, self.classes_, ps, labels, extra=u and u[0])
             if self.species is not None:
                 names = dict(zip(self.classes_[1:], self.species))
                 atoms.insert(4, "species", [names.get(n, n) for n in atoms["class_name"]])
             results.append(ImageAnalysis(coords=c, confidence=p, atoms=atoms, defects=defects,
-                                         classifier=clf, pixel_size=ps))
+                                         classifier=clf, pixel_size=ps,
+                                         uncertainty=u and u[1]))
         return results
 
     def _graph_species(self):
@@ -301,9 +362,10 @@ def image_defects(coords, species, pixel_size, shape):
     return labels, out.reset_index(drop=True), clf
 
 
-def atom_table(coords, confidence, classes, pixel_size=None, labels=None):
+def atom_table(coords, confidence, classes, pixel_size=None, labels=None, extra=None):
     """One image's atoms as a DataFrame (see :meth:`AtomFinder.tables`); ``labels`` adds a
-    ``defect`` column."""
+    ``defect`` column, ``extra`` (a dict of per-atom arrays) a column per key after
+    ``confidence``."""
     import pandas as pd
 
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
@@ -318,6 +380,8 @@ def atom_table(coords, confidence, classes, pixel_size=None, labels=None):
         table["x_A"] = np.round(coords[:, 1] * pixel_size, 4)
         table["y_A"] = np.round(coords[:, 0] * pixel_size, 4)
     table["confidence"] = np.round(np.asarray(confidence, dtype=np.float64), 4)
+    for name, values in (extra or {}).items():
+        table[name] = np.round(np.asarray(values, dtype=np.float64), 4)
     if labels is not None:
         table["defect"] = list(labels)
     return pd.DataFrame(table)

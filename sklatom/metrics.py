@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from ._validation import SklatomWarning, check_pixel_size
 
 __all__ = ["AtomMatch", "match_atoms", "atom_scores", "atom_report", "mask_to_coordinates",
-           "make_atom_scorer", "TOLERANCE", "EDGE_BAND"]
+           "make_atom_scorer", "detection_outcomes", "TOLERANCE", "EDGE_BAND"]
 
 #: The evaluation protocol of the benchmarks, the model card and the demo: a found atom matches
 #: a true one within ``TOLERANCE`` Å (the label radius) ...
@@ -248,6 +248,77 @@ def _drop_dont_care(match, pred, dont_care, tolerance, pixel_size):
     keep = ~(free & (dist <= tolerance))
     index = np.cumsum(keep) - 1
     return pred[keep], AtomMatch(index[match.pred_index], match.true_index, match.distance)
+
+
+def detection_outcomes(pred, true, tolerance=TOLERANCE, pixel_size=None, dont_care=None,
+                       ignore_border=0.0, image_shape=None):
+    """Whether each predicted atom of one image is right, wrong or left out of the scores.
+
+    The per-atom view of :func:`atom_scores` (same matching and the same rules for the
+    "don't care" atoms and the edge band): what a calibration of per-atom probabilities is
+    fitted and measured on.
+
+    Parameters
+    ----------
+    pred : ndarray of shape (n_pred, 2) or (n_pred, 3)
+        Predicted row, column (px) and, optionally, class.
+    true : ndarray of shape (n_true, 2) or (n_true, 3)
+        True row, column (px).
+    tolerance : float, default=TOLERANCE
+        Largest matching distance, in Å if ``pixel_size`` is given, else in px.
+    pixel_size : float, default=None
+        Pixel size in Å/px.
+    dont_care : ndarray of shape (n, 2+), default=None
+        Columns at the limit of what the image shows: an unmatched prediction within
+        ``tolerance`` of one is left out.
+    ignore_border : float, default=0.0
+        Width of the edge band (Å with ``pixel_size``, else px): a prediction matched to a
+        true atom in the band, or unmatched in it, is left out.
+    image_shape : tuple of int, default=None
+        (height, width) in px; needed with ``ignore_border``.
+
+    Returns
+    -------
+    outcome : ndarray of shape (n_pred,), int
+        1 right (matched), 0 wrong (unmatched), -1 left out.
+    true_index : ndarray of shape (n_pred,), int
+        Index into ``true`` of the matched atom, -1 where unmatched.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pred = np.array([[10.0, 10.0], [10.0, 30.0], [0.2, 20.0]])
+    >>> true = np.array([[10.0, 10.3]])
+    >>> detection_outcomes(pred, true, tolerance=1.0, ignore_border=1.0,
+    ...                    image_shape=(40, 40))
+    (array([ 1,  0, -1]), array([ 0, -1, -1]))
+    """
+    pred = _check_coords(pred, "pred")
+    true = _check_coords(true, "true")
+    m = match_atoms(pred, true, tolerance, pixel_size)
+    outcome = np.zeros(len(pred), np.intp)
+    true_index = np.full(len(pred), -1, np.intp)
+    outcome[m.pred_index] = 1
+    true_index[m.pred_index] = m.true_index
+    free = outcome == 0
+    if dont_care is not None and len(dont_care) and free.any():
+        dc = _check_coords(dont_care, "dont_care")
+        scale = pixel_size or 1.0
+        dist, _ = cKDTree(dc[:, :2] * scale).query(pred[:, :2] * scale)
+        outcome[free & (dist <= tolerance)] = -1
+    if ignore_border:
+        if image_shape is None:
+            raise ValueError("ignore_border needs image_shape: the (height, width) of the "
+                             "image in px")
+        margin = ignore_border / pixel_size if pixel_size else ignore_border
+        t_in = _inside(true, image_shape, margin)
+        p_in = _inside(pred, image_shape, margin)
+        matched = outcome == 1
+        out = np.zeros(len(pred), bool)
+        out[matched] = ~t_in[true_index[matched]]
+        out[free] = ~p_in[free]
+        outcome[out] = -1
+    return outcome, true_index
 
 
 def _scores_from(pred, true, tolerance, pixel_size, per_class, zero_division,

@@ -35,6 +35,9 @@ from .pretrained import _load_model
 
 __all__ = ["FCNSegmenter"]
 
+#: Sizes of the test-time-augmentation ensemble (:meth:`FCNSegmenter.predict_proba_ensemble`).
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+
 #: Pixel sizes (Å/px) the segmenter accepts.
 PIXEL_SIZE_RANGE = (0.05, 0.5)
 
@@ -529,7 +532,8 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         state.pop("_frozen", None)  # a derived copy of the weights; rebuilt on demand
         return state
 
-    def _proba_items(self, X):
+    def _predictor(self, X):
+        """The checked images and the :class:`~sklatom._inference.TiledPredictor` for them."""
         check_is_fitted(self, "net_")
         self._check_all_params(_PREDICTION_PARAMS)
         images = check_image_batch(X, "X")
@@ -547,9 +551,56 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             tiling=Tiling.of(self.net_.module_, self.tile_size, self.tile_overlap),
             device=self.device_, batch_size=int(self.batch_size),
             training_pixel_size=self.pixel_size_, factor=factor)
+        return images, predictor
+
+    def _proba_items(self, X):
+        images, predictor = self._predictor(X)
         # threads share the network; inference in eval mode gives the same maps as n_jobs=1
         return map_items(predictor.proba, ((img, i) for i, img in enumerate(images)),
                          self.n_jobs, prefer="threads")
+
+    def _ensemble_items(self, X, n_transforms, features=False):
+        """Per image, the maps of the test-time-augmentation members ``(n_transforms,
+        n_classes, height, width)`` (and, with ``features``, the pooled bottleneck features
+        of member 0); see :meth:`predict_proba_ensemble`."""
+        if n_transforms not in ENSEMBLE_SIZES:
+            raise ValueError(f"n_transforms must be one of {ENSEMBLE_SIZES} (elements of the "
+                             f"dihedral group of the square); got {n_transforms!r}")
+        images, predictor = self._predictor(X)
+        return map_items(predictor.members,
+                         ((img, i, n_transforms, features) for i, img in enumerate(images)),
+                         self.n_jobs, prefer="threads")
+
+    def predict_proba_ensemble(self, X, n_transforms=8):
+        """Mean and spread of the class probabilities over a test-time-augmentation ensemble.
+
+        Each member segments the image flipped or rotated by an element of the dihedral
+        group of the square (:func:`sklatom._inference.dihedral`: ``n_transforms=4`` the
+        flips, 8 also the transposes and 90° rotations), and its maps are transformed back.
+        The network is not exactly equivariant, so the members differ where the image is
+        ambiguous to it: their spread is a measure of its uncertainty, and their mean is
+        invariant under the group (for images whose size the network needs no padding for).
+        Costs ``n_transforms`` predictions (see :doc:`/uncertainty` for the measured time);
+        :meth:`predict_proba` is unchanged (member 0 is its result, bit for bit).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, height, width) or list of ndarray of shape (height, width)
+            Images at ``pixel_size`` Å/px (or at the training sampling when it is None).
+        n_transforms : {1, 2, 4, 8}, default=8
+            Members of the ensemble: the first ``n_transforms`` elements of the group
+            (1: the identity alone; 2: and the flip of the rows).
+
+        Returns
+        -------
+        mean : ndarray of shape (n_images, n_classes, height, width), float32, or list
+            Mean probabilities over the members; they sum to 1 over classes.
+        std : ndarray of shape (n_images, n_classes, height, width), float32, or list
+            Standard deviation of the members' probabilities (0 for ``n_transforms=1``).
+        """
+        items = self._ensemble_items(X, n_transforms)
+        return (stack_if_same_shape([m.mean(axis=0) for m in items]),
+                stack_if_same_shape([m.std(axis=0) for m in items]))
 
     def predict_proba(self, X):
         """Per-pixel class probabilities.
