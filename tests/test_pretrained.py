@@ -34,7 +34,7 @@ def scores(seg, X, coords, pixel_size):
                        image_shape=[x.shape for x in X])
 
 
-#: Targets of issue 14 the shipped model does not meet yet (measured 2026-12-02 with the model
+#: Targets of issue 14 the shipped model does not meet yet (measured 2026-12-07 with the model
 #: of scripts/train_pretrained.py, seed 0): strict, so each turns into a failure when it is met.
 KNOWN_GAP = "issue 14 target not met by the shipped model"
 
@@ -131,8 +131,7 @@ def far_from(found, coords, uncertain, pixel_size, shape, distance=1.0):
 
 @pytest.mark.parametrize("kind, options, pixel_size", [
     ("vacuum", {}, 0.2),
-    pytest.param("amorphous", {"support": "C"}, 0.2, marks=pytest.mark.xfail(
-        strict=True, reason=f"{KNOWN_GAP}: 1 atom on 2 images of amorphous C")),
+    ("amorphous", {"support": "C"}, 0.2),
     ("amorphous", {"support": "SiO2"}, 0.3)])
 def test_nothing_is_found_in_vacuum_and_amorphous_material(general, kind, options, pixel_size):
     X, coords, uncertain = scene(kind, pixel_size, seed=77, options=options)
@@ -144,7 +143,11 @@ def test_nothing_is_found_in_vacuum_and_amorphous_material(general, kind, option
     pytest.param("nanoparticle", {"support": "vacuum", "crystal": "Pt", "diameter": 18.0},
                  0.15, marks=pytest.mark.xfail(
                      strict=True, reason=f"{KNOWN_GAP}: F1 0.941 on a Pt particle (>= 0.95)")),
-    ("single_atoms", {"support": "C", "element": "Pt", "thickness": 40.0}, 0.25),
+    # a support at the density of real amorphous carbon (0.10 atoms/Å³, since 2026-12-07)
+    # hides more of the atoms: the previous model scores 0.625 here too
+    pytest.param("single_atoms", {"support": "C", "element": "Pt", "thickness": 40.0}, 0.25,
+                 marks=pytest.mark.xfail(strict=True, reason=f"{KNOWN_GAP}: F1 0.50 on Pt "
+                                         "atoms on 40 Å of C (5 of 11 found, 4 false)")),
     ("crystal", {"crystal": "SrTiO3", "zone_axis": (0, 0, 1), "coverage": 1.0}, 0.2),
     ("flake", {"lattice": "MoS2", "support": "vacuum"}, 0.15),
 ])
