@@ -164,6 +164,22 @@ def test_defects_column_and_table(tmp_path, npy_image, capsys):
     assert (out / "scan_overlay.png").stat().st_size > 0
 
 
+@pytest.mark.skipif(MODEL != "general", reason="the calibration is the shipped model's")
+def test_uncertainty_columns_and_report(tmp_path, npy_image, mos2, capsys):
+    out = tmp_path / "out"
+    assert main(["find-atoms", str(npy_image), "--output", str(out), "--model", MODEL,
+                 "--pixel-size", "0.1", "--uncertainty"]) == 0
+    report = capsys.readouterr().out
+    assert "out-of-distribution score" in report and "threshold 1" in report
+    atoms = pd.read_csv(out / "scan_atoms.csv")
+    assert list(atoms.columns)[-3:] == ["existence", "class_probability", "sigma_A"]
+    assert atoms["existence"].between(0, 1).all() and (atoms["sigma_A"] > 0).all()
+    _, found = _atoms(out / "scan_atoms.csv")
+    assert _scores(found, mos2[1], mos2[0].shape)["f1"] > 0.9
+    # the atoms the ensemble is sure of are nearly all of them on a clean image
+    assert (atoms["existence"] >= 0.5).mean() > 0.9
+
+
 def test_pixel_size_option_overrides_the_file(tmp_path, mos2, capsys):
     path = tmp_path / "cal.hspy"
     write_format(path, mos2[0], 0.2)  # the file claims 0.2 Å/px
