@@ -30,8 +30,6 @@ Writes ``<model>.calibration.json`` beside the model (loaded by
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time

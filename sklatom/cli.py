@@ -386,8 +386,9 @@ def _cmd_find_atoms(args):
         n_def = f", {len(found.defects)} defect(s)" if args.defects else ""
         if found.uncertainty is not None:
             u = found.uncertainty
+            above = ": above, see the warning" if u.out_of_distribution else ""
             n_def += (f"; out-of-distribution score {u.ood_score:.2f} (threshold "
-                      f"{OOD_THRESHOLD:g}{': above, see the warning' if u.out_of_distribution else ''})")
+                      f"{OOD_THRESHOLD:g}{above})")
         console.info(
             f"{path}: {len(coords)} atoms ({_class_counts(coords, classes)}){n_def}; "
             f"pixel size {ps:g} Å/px ({source}); {time.perf_counter() - t0:.1f} s -> "
