@@ -69,7 +69,7 @@ def load_pretrained(name="general", device="auto"):
     if name not in PRETRAINED:
         raise ValueError(f"no pretrained model named {name!r}; available: {sorted(PRETRAINED)}")
     filename, _ = PRETRAINED[name]
-    path = resources.files("sklatom") / "models" / filename
+    path = _pretrained_file(name)
     if not path.is_file():
         raise FileNotFoundError(
             f"the pretrained model file {filename} is missing from this installation "
@@ -78,6 +78,12 @@ def load_pretrained(name="general", device="auto"):
     with resources.as_file(path) as real_path:
         segmenter = FCNSegmenter.load(str(real_path), device=device)
     return segmenter
+
+
+def _pretrained_file(name):
+    """Where the file of the pretrained model ``name`` (a key of :data:`PRETRAINED`) lives in
+    the installed package (an importlib.resources path; it may be missing)."""
+    return resources.files("sklatom") / "models" / PRETRAINED[name][0]
 
 
 def _load_model(model, name="model", device="auto"):

@@ -242,12 +242,10 @@ def calibration_path(model_file):
 
 def _model_file(model):
     """The ``.safetensors`` file of a pretrained name or a path (None for anything else)."""
-    from importlib import resources
-
-    from .pretrained import PRETRAINED
+    from .pretrained import PRETRAINED, _pretrained_file
 
     if isinstance(model, str) and model in PRETRAINED:
-        return str(resources.files("sklatom") / "models" / PRETRAINED[model][0])
+        return str(_pretrained_file(model))
     if isinstance(model, (str, os.PathLike)):
         return os.fspath(model)
     return None
