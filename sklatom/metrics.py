@@ -234,6 +234,18 @@ def _inside_border(match, pred, true, shape, margin_px):
     return kept, n_kept + int((p_free & p_in).sum()), n_kept + int((t_free & t_in).sum())
 
 
+def _at_dont_care(match, pred, dont_care, tolerance, pixel_size):
+    """Boolean mask of the unmatched predictions within ``tolerance`` of a don't-care atom."""
+    out = np.zeros(len(pred), bool)
+    if len(dont_care) == 0 or len(pred) == 0:
+        return out
+    scale = pixel_size or 1.0
+    out[:] = True
+    out[match.pred_index] = False
+    dist, _ = cKDTree(dont_care[:, :2] * scale).query(pred[:, :2] * scale)
+    return out & (dist <= tolerance)
+
+
 def _drop_dont_care(match, pred, dont_care, tolerance, pixel_size):
     """Leave out the unmatched predictions that lie within ``tolerance`` of a don't-care atom.
 
@@ -241,11 +253,7 @@ def _drop_dont_care(match, pred, dont_care, tolerance, pixel_size):
     """
     if len(dont_care) == 0 or len(pred) == 0:
         return pred, match
-    scale = pixel_size or 1.0
-    free = np.ones(len(pred), bool)
-    free[match.pred_index] = False
-    dist, _ = cKDTree(dont_care[:, :2] * scale).query(pred[:, :2] * scale)
-    keep = ~(free & (dist <= tolerance))
+    keep = ~_at_dont_care(match, pred, dont_care, tolerance, pixel_size)
     index = np.cumsum(keep) - 1
     return pred[keep], AtomMatch(index[match.pred_index], match.true_index, match.distance)
 
@@ -301,11 +309,9 @@ def detection_outcomes(pred, true, tolerance=TOLERANCE, pixel_size=None, dont_ca
     outcome[m.pred_index] = 1
     true_index[m.pred_index] = m.true_index
     free = outcome == 0
-    if dont_care is not None and len(dont_care) and free.any():
+    if dont_care is not None and len(dont_care):
         dc = _check_coords(dont_care, "dont_care")
-        scale = pixel_size or 1.0
-        dist, _ = cKDTree(dc[:, :2] * scale).query(pred[:, :2] * scale)
-        outcome[free & (dist <= tolerance)] = -1
+        outcome[_at_dont_care(m, pred, dc, tolerance, pixel_size)] = -1
     if ignore_border:
         if image_shape is None:
             raise ValueError("ignore_border needs image_shape: the (height, width) of the "

@@ -335,3 +335,21 @@ def test_masks_with_dont_care_pixels_give_only_the_atoms():
     np.testing.assert_array_equal(mask_to_coordinates(mask), [[1.5, 1.5, 1.0]])
     with pytest.raises(ValueError, match="negative"):
         mask_to_coordinates(mask - 2)
+
+
+def test_detection_outcomes_count_as_atom_scores_does():
+    # the per-atom view must leave out exactly what the scores leave out (don't-care atoms,
+    # the edge band) and call right exactly the matched atoms
+    from sklatom.metrics import detection_outcomes
+
+    rng = np.random.default_rng(3)
+    true = rng.uniform(0, 40, (30, 2))
+    pred = np.concatenate([true[:24] + rng.normal(0, 0.3, (24, 2)), rng.uniform(0, 40, (8, 2))])
+    dont_care = np.concatenate([true[24:27], pred[-3:] + 0.2])
+    kw = dict(tolerance=0.8, pixel_size=0.5, ignore_border=0.5, image_shape=(40, 40))
+    outcome, index = detection_outcomes(pred, true, dont_care=dont_care, **kw)
+    s = atom_scores([pred], [true], dont_care=[dont_care], **kw)
+    assert np.sum(outcome == 1) == s["n_matched"]
+    assert np.sum(outcome >= 0) == s["n_pred"]
+    assert np.sum(outcome == -1) >= 3  # the three predictions next to don't-care atoms
+    assert np.all(index[outcome == 1] >= 0) and np.all(index[outcome == 0] == -1)
