@@ -18,7 +18,7 @@ from scipy import ndimage
 from .exceptions import ImageQualityWarning  # noqa: F401 (re-exported; see exceptions)
 
 __all__ = ["ImageQuality", "ImageQualityWarning", "check_image", "MIN_REGION_AREA",
-           "FRINGE_REACH", "MIN_IMAGE_SIZE"]
+           "FRINGE_REACH", "MIN_IMAGE_SIZE", "CLIP_STEPS"]
 
 #: Smallest area (Å²) of a constant region reported and masked: about one atom's disk.
 MIN_REGION_AREA = 3.0
@@ -30,6 +30,11 @@ MIN_IMAGE_SIZE = 2.0
 #: An image whose range is below this fraction of its typical magnitude is nearly constant:
 #: its contrast is at the float32 resolution of its values.
 NEAR_CONSTANT = 1e-5
+#: A plateau at the image minimum is clipped (or blanked) where the pixels around it stand
+#: more than this many quantisation steps above it. In a low-dose image of counts the minimum,
+#: 0, also fills the gaps between the columns, and its neighbours hold 1 or 2 counts: that is
+#: shot noise, and there only pixels with no count within :data:`FRINGE_REACH` are dead.
+CLIP_STEPS = 3
 
 
 @dataclass
@@ -92,6 +97,18 @@ def _constant_regions(image, min_area_px, reach_px=1):
     return keep, [(int(c), float(v)) for v, c in zip(values, counts) if c >= min_area_px]
 
 
+def _shot_noise_floor(image, at_min, lo):
+    """Whether plateaus at the minimum ``lo`` are the floor of a counting image (the pixels
+    around them hold the next few values up), not a clipped level (they jump far above it)."""
+    ring = ndimage.binary_dilation(at_min) & ~at_min
+    if not ring.any():
+        return False
+    above = np.unique(image[image > lo])
+    steps = np.diff(above)
+    step = min(float(above[0]) - lo, float(steps.min()) if len(steps) else np.inf)
+    return float(np.median(image[ring])) - lo <= CLIP_STEPS * step
+
+
 def check_image(image, pixel_size=None, name="image"):
     """Find the parts of an image that cannot show atoms.
 
@@ -143,6 +160,18 @@ def check_image(image, pixel_size=None, name="image"):
             "px, on each side)"])
     dead, regions = _constant_regions(x, max(9.0, MIN_REGION_AREA / ps**2),
                                       FRINGE_REACH / ps)
+    if any(value == lo for _, value in regions) and _shot_noise_floor(x, dead & (x == lo), lo):
+        # only where no count at all lies within reach (vacuum, a blank band), not in the
+        # gaps of a faint lattice, where dead pixels would cut the columns apart
+        reach = max(1, int(round(FRINGE_REACH / ps)))
+        disk = np.hypot(*np.mgrid[-reach:reach + 1, -reach:reach + 1]) <= reach
+        solid = ndimage.maximum_filter(x, footprint=disk, mode="nearest") == lo
+        dead &= (x != lo) | solid
+        area = int(np.count_nonzero(dead & (x == lo)))
+        regions = [(a, v) for a, v in regions if v != lo] + (
+            [(area, lo)] if area >= max(9.0, MIN_REGION_AREA / ps**2) else [])
+        if not regions:
+            dead[:] = False
     problems = []
     if regions:
         by_kind = {}
