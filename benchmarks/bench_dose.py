@@ -14,7 +14,9 @@ to resolve stay "don't care"), for:
 Beside the measured position RMSE of each method stands the Cramér-Rao bound
 (:func:`sklatom.cramer_rao.column_position_bounds`): the smallest position error any unbiased
 estimator can reach from the counts of the noise-free image (Poisson statistics), as the root
-mean square over the labelled columns of the per-coordinate bound.
+mean square over the labelled columns of the per-coordinate bound. Planted vacancy sites left
+empty (no atom within 0.3 Å) count as filled where a method reports an atom within the
+tolerance.
 
     python benchmarks/bench_dose.py                       # 4 lattices, 1e6 .. 5e3 e/Å²
     python benchmarks/bench_dose.py --quick               # smoke run
@@ -44,8 +46,36 @@ MIN_DISTANCE_A = (0.8, 1.1, 1.5)
 THRESHOLDS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.15, 0.2)
 
 
+def empty_sites(atoms):
+    """(row, col) px of the planted vacancy sites of a structure that hold no atom at all
+    (a TMD "vacancy" may leave one chalcogen of its column: that site is not empty)."""
+    y0, x0 = atoms.info["scan_region"][:2]
+    sites = np.array([d["position"][:2] for d in atoms.info.get("defects", ())
+                      if d["kind"] in ("vacancy", "divacancy")], float).reshape(-1, 2)
+    if len(sites) and len(atoms):
+        xy = atoms.positions[:, [1, 0]]  # (y, x) like the sites
+        nearest = np.hypot(*(sites[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)).min(1)
+        sites = sites[nearest > 0.3]
+    return (sites - (y0, x0)) / PIXEL_SIZE
+
+
+def filled(found, sites_per_image):
+    """(filled, total): empty sites with a found atom within the tolerance."""
+    from sklatom.metrics import TOLERANCE
+
+    n_filled = n_total = 0
+    for f, sites in zip(found, sites_per_image):
+        f = np.asarray(f, float).reshape(-1, np.shape(f)[-1] if np.size(f) else 2)
+        n_total += len(sites)
+        if len(sites) and len(f):
+            d = np.hypot(*(sites[:, None, :] - f[None, :, :2]).transpose(2, 0, 1)).min(1)
+            n_filled += int(np.sum(d * PIXEL_SIZE < TOLERANCE))
+    return n_filled, n_total
+
+
 def make_set(lattice, dose, n_images, size, seed):
-    """Held-out images of one lattice at one dose: images, coords, uncertain, CRB (Å)."""
+    """Held-out images of one lattice at one dose: images, coords, uncertain, CRB (Å),
+    empty vacancy sites per image."""
     from sklatom.cramer_rao import column_position_bounds
     from sklatom.datasets import make_lattice_images
     from sklatom.simulation import AcquisitionModel, MultisliceSimulator
@@ -66,7 +96,7 @@ def make_set(lattice, dose, n_images, size, seed):
             d = np.hypot(*(pos[:, None, :] - c[None, :, :2]).transpose(2, 0, 1))
             bounds.append(b[np.argmin(d, axis=0)])
     crb = float(np.sqrt(np.mean(np.concatenate(bounds) ** 2))) if bounds else float("nan")
-    return list(X), coords, info.uncertain, crb
+    return list(X), coords, info.uncertain, crb, [empty_sites(a) for a in info.structures]
 
 
 def scores(found, images, coords, uncertain):
@@ -81,11 +111,11 @@ def scores(found, images, coords, uncertain):
 
 
 def classical_tuned(images, coords, uncertain):
-    """Best F1 of the DoG + peak_local_max grid on this set: (scores, params)."""
+    """Best F1 of the DoG + peak_local_max grid on this set: (scores, params, atoms)."""
     from benchmarks.classical import filter_image, local_maxima, robust_normalize
 
     norm = [robust_normalize(x) for x in images]
-    best = ({"f1": -1.0}, None)
+    best = ({"f1": -1.0}, None, None)
     for sigma_A, ratio in itertools.product(SIGMA_A, DOG_RATIOS):
         filtered = [filter_image(x, "dog", sigma_A / PIXEL_SIZE, dog_ratio=ratio) for x in norm]
         for md in MIN_DISTANCE_A:
@@ -93,10 +123,11 @@ def classical_tuned(images, coords, uncertain):
             peaks = [local_maxima(f, md_px, threshold_abs=THRESHOLDS[0], return_values=True)
                      for f in filtered]
             for t in THRESHOLDS:
-                s = scores([p[v > t] for p, v in peaks], images, coords, uncertain)
+                found = [p[v > t] for p, v in peaks]
+                s = scores(found, images, coords, uncertain)
                 if s["f1"] > best[0]["f1"]:
                     best = (s, {"sigma_A": sigma_A, "dog_ratio": ratio, "min_distance_A": md,
-                                "threshold": t})
+                                "threshold": t}, found)
     return best
 
 
@@ -113,14 +144,18 @@ def run(models, lattices, doses, n_images, size, seed, log=print):
     rows = []
     for (k, lattice), dose in itertools.product(enumerate(lattices), doses):
         t0 = time.perf_counter()
-        images, coords, uncertain, crb = make_set(lattice, dose, n_images, size,
-                                                  seed + 1000 * k + int(np.log10(dose) * 10))
+        images, coords, uncertain, crb, sites = make_set(
+            lattice, dose, n_images, size, seed + 1000 * k + int(np.log10(dose) * 10))
         row = {"lattice": lattice, "dose": dose, "n_images": n_images,
-               "n_atoms": int(sum(len(c) for c in coords)), "crb_A": crb, "methods": {}}
+               "n_atoms": int(sum(len(c) for c in coords)), "crb_A": crb,
+               "n_empty_sites": int(sum(len(s) for s in sites)), "methods": {}}
         for model in models:
-            row["methods"][model] = scores(model_atoms(model, images), images, coords, uncertain)
-        s, params = classical_tuned(images, coords, uncertain)
-        row["methods"]["classical (tuned)"] = s | {"params": params}
+            found = model_atoms(model, images)
+            row["methods"][model] = scores(found, images, coords, uncertain) | {
+                "vacancies_filled": filled(found, sites)[0]}
+        s, params, found = classical_tuned(images, coords, uncertain)
+        row["methods"]["classical (tuned)"] = s | {"params": params,
+                                                   "vacancies_filled": filled(found, sites)[0]}
         rows.append(row)
         log(f"{lattice:9s} {dose:8.0e}: " + "  ".join(
             f"{m} F1 {r['f1']:.3f} RMSE {r['rmse']:.3f}" for m, r in row["methods"].items())
@@ -131,7 +166,8 @@ def run(models, lattices, doses, n_images, size, seed, log=print):
 def markdown(rows, meta):
     methods = list(rows[0]["methods"])
     head = ["lattice", "dose e/Å²", "n atoms"] + [f"{m} F1" for m in methods] + [
-        f"{m} RMSE Å" for m in methods] + ["CRB Å"]
+        f"{m} RMSE Å" for m in methods] + ["CRB Å"] + [
+        f"{m} vacancies filled" for m in methods]
     out = ["# F1 and position error against dose", "",
            f"Held-out incoherent HAADF images, 80 kV, {PIXEL_SIZE} Å/px, "
            f"{meta['n_images']} images of {meta['size']} px per lattice and dose, seed "
@@ -144,7 +180,8 @@ def markdown(rows, meta):
         out.append("| " + " | ".join(
             [r["lattice"], f"{r['dose']:.0e}", str(r["n_atoms"])]
             + [f"{m[k]['f1']:.3f}" for k in methods]
-            + [f"{m[k]['rmse']:.3f}" for k in methods] + [f"{r['crb_A']:.3f}"]) + " |")
+            + [f"{m[k]['rmse']:.3f}" for k in methods] + [f"{r['crb_A']:.3f}"]
+            + [f"{m[k]['vacancies_filled']} / {r['n_empty_sites']}" for k in methods]) + " |")
     return "\n".join(out) + "\n"
 
 
