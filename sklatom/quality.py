@@ -158,8 +158,8 @@ def check_image(image, pixel_size=None, name="image"):
             f"{name} is {x.shape[0]} x {x.shape[1]} px, too small to show an atom at "
             f"{ps:g} Å/px (it needs at least {MIN_IMAGE_SIZE:g} Å, {int(np.ceil(smallest))} "
             "px, on each side)"])
-    dead, regions = _constant_regions(x, max(9.0, MIN_REGION_AREA / ps**2),
-                                      FRINGE_REACH / ps)
+    min_area = max(9.0, MIN_REGION_AREA / ps**2)
+    dead, regions = _constant_regions(x, min_area, FRINGE_REACH / ps)
     if any(value == lo for _, value in regions) and _shot_noise_floor(x, dead & (x == lo), lo):
         # only where no count at all lies within reach (vacuum, a blank band), not in the
         # gaps of a faint lattice, where dead pixels would cut the columns apart
@@ -168,10 +168,11 @@ def check_image(image, pixel_size=None, name="image"):
         solid = ndimage.maximum_filter(x, footprint=disk, mode="nearest") == lo
         dead &= (x != lo) | solid
         area = int(np.count_nonzero(dead & (x == lo)))
-        regions = [(a, v) for a, v in regions if v != lo] + (
-            [(area, lo)] if area >= max(9.0, MIN_REGION_AREA / ps**2) else [])
-        if not regions:
-            dead[:] = False
+        regions = [(a, v) for a, v in regions if v != lo]
+        if area >= min_area:
+            regions.append((area, lo))
+        else:  # too little left to report: not masked either
+            dead &= x != lo
     problems = []
     if regions:
         by_kind = {}
