@@ -46,6 +46,13 @@ MIN_DISTANCE_A = (0.8, 1.1, 1.5)
 THRESHOLDS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.15, 0.2)
 
 
+def _nearest(points, to):
+    """Distance and index of the nearest of ``to`` for each of ``points`` (both (n, 2))."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(to).query(points)
+
+
 def empty_sites(atoms):
     """(row, col) px of the planted vacancy sites of a structure that hold no atom at all
     (a TMD "vacancy" may leave one chalcogen of its column: that site is not empty)."""
@@ -53,9 +60,7 @@ def empty_sites(atoms):
     sites = np.array([d["position"][:2] for d in atoms.info.get("defects", ())
                       if d["kind"] in ("vacancy", "divacancy")], float).reshape(-1, 2)
     if len(sites) and len(atoms):
-        xy = atoms.positions[:, [1, 0]]  # (y, x) like the sites
-        nearest = np.hypot(*(sites[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)).min(1)
-        sites = sites[nearest > 0.3]
+        sites = sites[_nearest(sites, atoms.positions[:, [1, 0]])[0] > 0.3]  # (y, x)
     return (sites - (y0, x0)) / PIXEL_SIZE
 
 
@@ -65,10 +70,9 @@ def filled(found, sites_per_image):
 
     n_filled = n_total = 0
     for f, sites in zip(found, sites_per_image):
-        f = np.asarray(f, float).reshape(-1, np.shape(f)[-1] if np.size(f) else 2)
         n_total += len(sites)
         if len(sites) and len(f):
-            d = np.hypot(*(sites[:, None, :] - f[None, :, :2]).transpose(2, 0, 1)).min(1)
+            d, _ = _nearest(sites, np.asarray(f, float)[:, :2])
             n_filled += int(np.sum(d * PIXEL_SIZE < TOLERANCE))
     return n_filled, n_total
 
@@ -93,21 +97,18 @@ def make_set(lattice, dose, n_images, size, seed):
         pos, b = column_position_bounds(atoms, settings, dose=dose, blur=blur)
         # the bounds of the labelled columns
         if len(c) and len(pos):
-            d = np.hypot(*(pos[:, None, :] - c[None, :, :2]).transpose(2, 0, 1))
-            bounds.append(b[np.argmin(d, axis=0)])
+            bounds.append(b[_nearest(c[:, :2], pos)[1]])
     crb = float(np.sqrt(np.mean(np.concatenate(bounds) ** 2))) if bounds else float("nan")
     return list(X), coords, info.uncertain, crb, [empty_sites(a) for a in info.structures]
 
 
 def scores(found, images, coords, uncertain):
-    from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores
+    """The model card's protocol (:func:`benchmarks.common.protocol_scores`), classes ignored."""
+    from benchmarks.common import protocol_scores
 
-    s = atom_scores([np.asarray(f)[:, :2] for f in found], [c[:, :2] for c in coords],
-                    tolerance=TOLERANCE, pixel_size=PIXEL_SIZE, ignore_border=EDGE_BAND,
-                    image_shape=[x.shape for x in images], dont_care=uncertain,
-                    zero_division=0.0)
-    return {"f1": float(s["f1"]), "precision": float(s["precision"]),
-            "recall": float(s["recall"]), "rmse": float(s["rmse"])}
+    s = protocol_scores([np.asarray(f)[:, :2] for f in found], [c[:, :2] for c in coords],
+                        images, PIXEL_SIZE, dont_care=uncertain)
+    return {k: s[k] for k in ("f1", "precision", "recall", "rmse")}
 
 
 def classical_tuned(images, coords, uncertain):

@@ -10,7 +10,7 @@ from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores
 __all__ = ["protocol_scores"]
 
 
-def protocol_scores(pred, true, images, pixel_size, zero_division=0.0):
+def protocol_scores(pred, true, images, pixel_size, zero_division=0.0, dont_care=None):
     """Pooled scores of found atoms against the truth, under the model card's protocol.
 
     Parameters
@@ -23,6 +23,9 @@ def protocol_scores(pred, true, images, pixel_size, zero_division=0.0):
         Å/px of the images.
     zero_division : float, default=0.0
         Precision/recall/F1 when there is nothing to divide by.
+    dont_care : list of ndarray of shape (m_i, 2+), optional
+        Columns per image that neither count as missed nor make a found atom next to them
+        a false one (:func:`sklatom.metrics.atom_scores`).
 
     Returns
     -------
@@ -32,6 +35,6 @@ def protocol_scores(pred, true, images, pixel_size, zero_division=0.0):
     """
     s = atom_scores(pred, true, tolerance=TOLERANCE, pixel_size=pixel_size,
                     ignore_border=EDGE_BAND, image_shape=[x.shape for x in images],
-                    zero_division=zero_division)
+                    zero_division=zero_division, dont_care=dont_care)
     return {k: float(s[k]) for k in ("precision", "recall", "f1", "rmse", "class_accuracy")} | {
         k: int(s[k]) for k in ("n_pred", "n_true", "n_matched")}
