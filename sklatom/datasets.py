@@ -28,9 +28,10 @@ __all__ = ["make_lattice_images", "make_scene_images", "draw_label_mask", "save_
 
 #: Mask value of "don't care" pixels (columns at the limit of what the image shows).
 IGNORE_LABEL = -1
-#: "visible": label what the recorded image shows (:mod:`sklatom.groundtruth`); "all": every
-#: column of the structure, whatever the recording.
-LABEL_POLICIES = ("visible", "all")
+#: "visible": label what the recorded image shows (:mod:`sklatom.groundtruth`); "contrast":
+#: every column that stands out from its neighbours, whatever the dose (what a model that
+#: knows the lattice can find); "all": every column of the structure, whatever the recording.
+LABEL_POLICIES = ("visible", "contrast", "all")
 
 
 def _class_mapping(lattices, labels):
@@ -145,9 +146,10 @@ def _columns_with_states(atoms, shape, ps, settings, acq, class_of, policy):
     classes = np.array([class_of(atoms, name, m) for name, m in zip(names, members)], float)
     states = np.full(len(names), "visible", dtype=object)
     dark_field = settings["inner"] >= settings["alpha"]  # the signal model is annular DF
-    if policy == "visible" and dark_field and len(names):
+    if policy != "all" and dark_field and len(names):
+        dose = acq.dose if policy == "visible" else None  # None: no signal-to-noise test
         states = column_visibility(
-            atoms, pos, members, settings, acq.dose, acq.blur, dark_counts=acq.dark_counts,
+            atoms, pos, members, settings, dose, acq.blur, dark_counts=acq.dark_counts,
             pedestal=acq.pedestal, read_noise=acq.read_noise, diffuse=acq.diffuse,
             diffuse_length=acq.diffuse_length).state
     keep = states != "hidden"
@@ -157,7 +159,7 @@ def _columns_with_states(atoms, shape, ps, settings, acq, class_of, policy):
     sites = np.array([((d["position"][0] - y0) / ps, (d["position"][1] - x0) / ps)
                       for d in atoms.info.get("defects", ())
                       if d["kind"] in ("vacancy", "divacancy")]).reshape(-1, 2)
-    if len(sites) and policy == "visible":
+    if len(sites) and policy != "all":
         bond = 1.5 * 1.9 / ps  # 1.5 bond lengths of the lattices (1.4-1.9 Å), in px
         doubt = uncertain_sites(sites, pos, states, bond)
         extra = np.column_stack([sites[doubt], np.zeros(doubt.sum()), np.ones(doubt.sum())])
@@ -331,13 +333,16 @@ def make_lattice_images(
         a dict maps column names (e.g. ``"S2"``) to class names (e.g. ``"chalcogen"``).
     mask_radius : float, default=0.5
         Radius in Å of the label disk around each column.
-    label_policy : {"visible", "all"}, default="visible"
+    label_policy : {"visible", "contrast", "all"}, default="visible"
         "visible": only columns the recorded image shows are labelled (see
         :mod:`sklatom.groundtruth`: e.g. not the O columns of SrTiO3 in HAADF, not a lattice
         lost in the noise of a very low dose); columns at the limit are "don't care" (-1 in
-        the masks, listed in ``info.uncertain``). "all": every column (the structure, not
-        the image). Annular dark-field detectors only; with bright-field detectors every
-        column is labelled.
+        the masks, listed in ``info.uncertain``). "contrast": the same without the
+        signal-to-noise test, so every column that stands out from its neighbours and from
+        amorphous texture is labelled at any dose (the training labels of the lattice
+        models, which place a column from the lattice around it, not from its own counts).
+        "all": every column (the structure, not the image). Annular dark-field detectors
+        only; with bright-field detectors every column is labelled.
     rotation : float or None, default=None
         In-plane rotation in degrees; None draws a random one per image.
     max_strain : float, default=0.01
@@ -448,7 +453,7 @@ def make_scene_images(
         model; "atoms": one class ``"atom"``.
     mask_radius : float, default=0.5
         Radius in Å of the label disk around each column.
-    label_policy : {"visible", "all"}, default="visible"
+    label_policy : {"visible", "contrast", "all"}, default="visible"
         See :func:`make_lattice_images`.
     scene_options : dict or None, default=None
         Keyword arguments for :func:`sklatom.scenes.make_scene` (fixed choices, e.g.

@@ -3,7 +3,7 @@ import pytest
 
 from sklatom.datasets import draw_label_mask, load_dataset, make_lattice_images, save_dataset
 from sklatom.simulation import AcquisitionModel, MultisliceSimulator
-from sklatom.structures import lattice_classes
+from sklatom.structures import lattice_classes, scan_region
 
 
 @pytest.mark.parametrize("lattice", ["graphene", "hBN", "MoS2", "WS2", "SrTiO3-001"])
@@ -120,6 +120,32 @@ def test_label_policy_leaves_out_the_columns_haadf_does_not_show():
     assert len(c_all[0]) > 1.6 * len(c_vis[0])
     o = lattice_classes("SrTiO3-001").index("O")
     assert (y_all[0] == o).any() and not (y_vis[0] == o).any()
+
+
+def test_contrast_policy_labels_faint_lattices_but_not_what_the_contrast_hides():
+    low = AcquisitionModel(dose=1e4, blur=0.15)  # graphene far below single-column visibility
+    kwargs = dict(shape=(96, 96), defects={"vacancy": 2}, acquisition=low, return_info=True,
+                  random_state=0)
+    _, _, c_vis, _ = make_lattice_images(1, "graphene", **kwargs)
+    _, y_con, c_con, info = make_lattice_images(1, "graphene", label_policy="contrast",
+                                                **kwargs)
+    _, _, c_all, _ = make_lattice_images(1, "graphene", label_policy="all", **kwargs)
+    assert len(c_vis[0]) < 0.1 * len(c_all[0])
+    assert len(c_con[0]) == len(c_all[0]) > 25
+    assert len(info.uncertain[0]) == 0
+    # the planted vacancies stay empty background
+    atoms = info.structures[0]
+    y0, x0 = scan_region(atoms)[:2]
+    sites = np.array([((d["position"][0] - y0) / 0.1, (d["position"][1] - x0) / 0.1)
+                      for d in atoms.info["defects"]])
+    r, c = np.round(sites).astype(int).T
+    assert len(sites) == 2 and np.all(y_con[0][r, c] == 0)
+    # O columns of HAADF SrTiO3 are hidden by their contrast, not by noise: still background
+    kwargs = dict(shape=(96, 96), defects=None, return_info=True, random_state=0)
+    _, y, _, info = make_lattice_images(1, "SrTiO3-001", label_policy="contrast",
+                                        acquisition=AcquisitionModel(dose=1e4), **kwargs)
+    assert set(info.names[0]) == {"Sr", "OTi"}
+    assert not (y[0] == lattice_classes("SrTiO3-001").index("O")).any()
 
 
 def test_uncertain_columns_are_dont_care_in_the_masks():
