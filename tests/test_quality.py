@@ -128,3 +128,25 @@ def test_the_zeros_of_a_low_dose_image_are_shot_noise_not_clipping(gain):
     q = check_image(image, pixel_size=0.1, name="X[0]")
     assert q.dead[135:].all() and not q.dead[:110].any()
     assert "clipped at the image minimum (0)" in q.problems[0]
+
+
+def test_at_the_lowest_doses_an_empty_disk_must_be_unlikely_before_it_is_dead():
+    # graphene at 5e3 e/Å² (80 kV HAADF): 0.008 counts per pixel, so a 1 Å disk holds no
+    # count by chance over a tenth of the lattice; those pixels were dead and their atoms lost
+    from sklatom.datasets import make_lattice_images
+    from sklatom.quality import EMPTY_DISK_COUNTS
+    from sklatom.simulation import AcquisitionModel, MultisliceSimulator
+
+    sim = MultisliceSimulator(method="incoherent", energy=80e3, pixel_size=0.1,
+                              detector=(80, 200), progress=False)
+    X, _, _ = make_lattice_images(1, "graphene", shape=(192, 192), pixel_size=0.1,
+                                  simulator=sim, acquisition=AcquisitionModel(dose=5e3),
+                                  random_state=0)
+    image = X[0]
+    assert image.mean() < 0.02
+    assert not check_image(image, pixel_size=0.1).dead.any()
+    # a blank band is still found, beyond the reach a disk needs to expect its counts
+    image[96:] = 0.0
+    q = check_image(image, pixel_size=0.1)
+    reach = np.sqrt(EMPTY_DISK_COUNTS / (np.pi * image.mean()))
+    assert q.dead[int(96 + reach) + 1:].all() and not q.dead[:96].any()
