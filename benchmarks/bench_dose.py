@@ -6,7 +6,10 @@ the edge band ignored) against every column of the structure, however faint at t
 (``label_policy="all"``: what is there is what a low-dose method should find; columns too close
 to resolve stay "don't care"), for:
 
-* each model of ``--models`` (pretrained names or .safetensors files), untuned;
+* each model of ``--models`` (pretrained names or .safetensors files), untuned; ``lattice``
+  stands for the lattice-specific model that serves each row's lattice
+  (:data:`sklatom.pretrained.LATTICE_MODELS`), ``lattice:DIR`` for its file
+  ``DIR/<name>.safetensors`` (a candidate not shipped yet);
 * a classical detector (difference of Gaussians + ``peak_local_max`` on the image normalised by
   robust percentiles), tuned per lattice and dose with the truth in hand: an upper bound on
   what that detector can do, not a blind competitor.
@@ -132,6 +135,20 @@ def classical_tuned(images, coords, uncertain):
     return best
 
 
+def lattice_model(model, lattice):
+    """The model that scores ``lattice`` for the ``--models`` entry ``model``: itself, or for
+    "lattice" / "lattice:DIR" the lattice model serving ``lattice`` (shipped, or its file in
+    DIR); None when no lattice model serves it."""
+    from sklatom.pretrained import LATTICE_MODELS
+
+    if model != "lattice" and not model.startswith("lattice:"):
+        return model
+    name = next((n for n, served in LATTICE_MODELS.items() if lattice in served), None)
+    if name is None or model == "lattice":
+        return name
+    return os.path.join(model.partition(":")[2], f"{name}.safetensors")
+
+
 def model_atoms(model, images):
     from sklatom import FCNSegmenter, load_pretrained
     from sklatom.peaks import PeakFinder
@@ -151,7 +168,9 @@ def run(models, lattices, doses, n_images, size, seed, log=print):
                "n_atoms": int(sum(len(c) for c in coords)), "crb_A": crb,
                "n_empty_sites": int(sum(len(s) for s in sites)), "methods": {}}
         for model in models:
-            found = model_atoms(model, images)
+            if lattice_model(model, lattice) is None:
+                continue
+            found = model_atoms(lattice_model(model, lattice), images)
             row["methods"][model] = scores(found, images, coords, uncertain) | {
                 "vacancies_filled": filled(found, sites)[0]}
         s, params, found = classical_tuned(images, coords, uncertain)
@@ -164,8 +183,13 @@ def run(models, lattices, doses, n_images, size, seed, log=print):
     return rows
 
 
+def _methods(rows):
+    """Every method of any row, in the order they first appear."""
+    return list(dict.fromkeys(m for r in rows for m in r["methods"]))
+
+
 def markdown(rows, meta):
-    methods = list(rows[0]["methods"])
+    methods = _methods(rows)
     head = ["lattice", "dose e/Å²", "n atoms"] + [f"{m} F1" for m in methods] + [
         f"{m} RMSE Å" for m in methods] + ["CRB Å"] + [
         f"{m} vacancies filled" for m in methods]
@@ -178,11 +202,12 @@ def markdown(rows, meta):
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r["methods"]
+        cells = lambda fmt: [fmt(m[k]) if k in m else "—" for k in methods]  # noqa: E731
         out.append("| " + " | ".join(
             [r["lattice"], f"{r['dose']:.0e}", str(r["n_atoms"])]
-            + [f"{m[k]['f1']:.3f}" for k in methods]
-            + [f"{m[k]['rmse']:.3f}" for k in methods] + [f"{r['crb_A']:.3f}"]
-            + [f"{m[k]['vacancies_filled']} / {r['n_empty_sites']}" for k in methods]) + " |")
+            + cells(lambda s: f"{s['f1']:.3f}") + cells(lambda s: f"{s['rmse']:.3f}")
+            + [f"{r['crb_A']:.3f}"]
+            + cells(lambda s: f"{s['vacancies_filled']} / {r['n_empty_sites']}")) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -193,14 +218,15 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     lattices = list(dict.fromkeys(r["lattice"] for r in rows))
-    methods = list(rows[0]["methods"])
+    methods = _methods(rows)
     fig, axes = plt.subplots(2, len(lattices), figsize=(4 * len(lattices), 7), squeeze=False)
     for j, lattice in enumerate(lattices):
         sub = [r for r in rows if r["lattice"] == lattice]
         dose = [r["dose"] for r in sub]
         for m in methods:
-            axes[0, j].semilogx(dose, [r["methods"][m]["f1"] for r in sub], "o-", label=m)
-            axes[1, j].loglog(dose, [r["methods"][m]["rmse"] for r in sub], "o-", label=m)
+            value = lambda r, k: r["methods"].get(m, {}).get(k, np.nan)  # noqa: E731
+            axes[0, j].semilogx(dose, [value(r, "f1") for r in sub], "o-", label=m)
+            axes[1, j].loglog(dose, [value(r, "rmse") for r in sub], "o-", label=m)
         axes[1, j].loglog(dose, [r["crb_A"] for r in sub], "k--", label="Cramér-Rao bound")
         axes[0, j].set_title(lattice)
         axes[0, j].set_ylim(0, 1.02)
@@ -217,7 +243,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_dose.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="general",
-                        help="comma-separated pretrained names or .safetensors files")
+                        help="comma-separated pretrained names, .safetensors files, \"lattice\" "
+                             "or \"lattice:DIR\"")
     parser.add_argument("--lattices", default=",".join(LATTICES))
     parser.add_argument("--n-images", type=int, default=4)
     parser.add_argument("--size", type=int, default=192, help="image side in px")

@@ -19,7 +19,7 @@ name        what it finds
 import os
 from importlib import resources
 
-__all__ = ["load_pretrained", "PRETRAINED", "GENERAL_LABELS"]
+__all__ = ["load_pretrained", "PRETRAINED", "GENERAL_LABELS", "LATTICE_MODELS"]
 
 #: Column name -> class of the general model (background is class 0).
 GENERAL_LABELS = {
@@ -30,6 +30,15 @@ GENERAL_LABELS = {
     # perovskite [001]: cation columns heavy, pure-oxygen columns light (an HAADF image does
     # not show them: sklatom.groundtruth leaves them unlabelled)
     "Sr": "heavy", "OTi": "heavy", "O": "light",
+}
+
+#: Lattice-specific models: name -> the lattices (:data:`sklatom.structures.LATTICES`) it is
+#: trained on (``scripts/train_lattice_models.py``); the shipped ones are in :data:`PRETRAINED`.
+LATTICE_MODELS = {
+    "graphene": ("graphene", "Si-graphene"),
+    "hBN": ("hBN",),
+    "MoS2": ("MoS2", "WS2"),
+    "SrTiO3-001": ("SrTiO3-001",),
 }
 
 #: Shipped models: name -> (file in sklatom/models, one-line description).

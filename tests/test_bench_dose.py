@@ -48,3 +48,20 @@ def test_empty_vacancy_sites_and_whether_a_method_fills_them():
     # a site still holding an atom (a TMD "vacancy" of one S of two) is not empty
     mos2 = make_structure("MoS2", (19.2, 19.2), defects={"vacancy": 3}, random_state=0)
     assert len(bench_dose.empty_sites(mos2)) < 3
+
+
+def test_the_lattice_entry_stands_for_the_model_serving_each_row():
+    assert bench_dose.lattice_model("general", "hBN") == "general"
+    assert bench_dose.lattice_model("lattice", "WS2") == "MoS2"
+    assert bench_dose.lattice_model("lattice:/models", "Si-graphene") == os.path.join(
+        "/models", "graphene.safetensors")
+    assert bench_dose.lattice_model("lattice", "no such lattice") is None
+    # a method missing from a row (no lattice model serves it) is a dash in the table
+    score = {"f1": 0.5, "rmse": 0.1, "vacancies_filled": 1}
+    rows = [{"lattice": lat, "dose": 1e4, "n_atoms": 9, "crb_A": 0.05, "n_empty_sites": 2,
+             "methods": methods} for lat, methods in
+            (("MoS2", {"general": score, "lattice": score}), ("other", {"general": score}))]
+    table = bench_dose.markdown(rows, {"n_images": 1, "size": 96, "seed": 0})
+    assert "| MoS2 | 1e+04 | 9 | 0.500 | 0.500 | 0.100 | 0.100 | 0.050 | 1 / 2 | 1 / 2 |" \
+        in table
+    assert "| other | 1e+04 | 9 | 0.500 | — | 0.100 | — | 0.050 | 1 / 2 | — |" in table
