@@ -163,6 +163,18 @@ def evaluate(models, lattices, n_images, seed):
     return table
 
 
+def code_commit():
+    """The git commit of this checkout (the training recipe), or None outside git."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)),
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def file_sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -238,7 +250,7 @@ def main(argv=None):
                                   float(max(m["pixel_size"] for m in meta))],
             "train_seed": args.seed, "simulation_seconds": simulation_seconds,
             "train_seconds": train_seconds, "epochs_run": len(seg.net_.history),
-            "torch_threads": args.threads,
+            "torch_threads": args.threads, "code_commit": code_commit(),
             "command": "python scripts/train_lattice_models.py " + " ".join(sys.argv[1:]),
         }
     print("held-out evaluation", flush=True)
