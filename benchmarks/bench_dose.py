@@ -49,43 +49,15 @@ MIN_DISTANCE_A = (0.8, 1.1, 1.5)
 THRESHOLDS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.15, 0.2)
 
 
-def _nearest(points, to):
-    """Distance and index of the nearest of ``to`` for each of ``points`` (both (n, 2))."""
-    from scipy.spatial import cKDTree
-
-    return cKDTree(to).query(points)
-
-
-def empty_sites(atoms):
-    """(row, col) px of the planted vacancy sites of a structure that hold no atom at all
-    (a TMD "vacancy" may leave one chalcogen of its column: that site is not empty)."""
-    y0, x0 = atoms.info["scan_region"][:2]
-    sites = np.array([d["position"][:2] for d in atoms.info.get("defects", ())
-                      if d["kind"] in ("vacancy", "divacancy")], float).reshape(-1, 2)
-    if len(sites) and len(atoms):
-        sites = sites[_nearest(sites, atoms.positions[:, [1, 0]])[0] > 0.3]  # (y, x)
-    return (sites - (y0, x0)) / PIXEL_SIZE
-
-
-def filled(found, sites_per_image):
-    """(filled, total): empty sites with a found atom within the tolerance."""
-    from sklatom.metrics import TOLERANCE
-
-    n_filled = n_total = 0
-    for f, sites in zip(found, sites_per_image):
-        n_total += len(sites)
-        if len(sites) and len(f):
-            d, _ = _nearest(sites, np.asarray(f, float)[:, :2])
-            n_filled += int(np.sum(d * PIXEL_SIZE < TOLERANCE))
-    return n_filled, n_total
-
-
 def make_set(lattice, dose, n_images, size, seed):
     """Held-out images of one lattice at one dose: images, coords, uncertain, CRB (Å),
     empty vacancy sites per image."""
+    from scipy.spatial import cKDTree
+
     from sklatom.cramer_rao import column_position_bounds
     from sklatom.datasets import make_lattice_images
     from sklatom.simulation import AcquisitionModel, MultisliceSimulator
+    from sklatom.structures import empty_sites
 
     sim = MultisliceSimulator(method="incoherent", energy=80e3, semiangle_cutoff=25.0,
                               detector="HAADF", pixel_size=PIXEL_SIZE, progress=False)
@@ -100,9 +72,10 @@ def make_set(lattice, dose, n_images, size, seed):
         pos, b = column_position_bounds(atoms, settings, dose=dose, blur=blur)
         # the bounds of the labelled columns
         if len(c) and len(pos):
-            bounds.append(b[_nearest(c[:, :2], pos)[1]])
+            bounds.append(b[cKDTree(pos).query(c[:, :2])[1]])
     crb = float(np.sqrt(np.mean(np.concatenate(bounds) ** 2))) if bounds else float("nan")
-    return list(X), coords, info.uncertain, crb, [empty_sites(a) for a in info.structures]
+    return list(X), coords, info.uncertain, crb, [empty_sites(a) / PIXEL_SIZE
+                                                  for a in info.structures]
 
 
 def scores(found, images, coords, uncertain):
@@ -159,6 +132,11 @@ def model_atoms(model, images):
 
 
 def run(models, lattices, doses, n_images, size, seed, log=print):
+    from sklatom.metrics import TOLERANCE, sites_filled
+
+    def filled(found):
+        return sites_filled(found, sites, TOLERANCE, PIXEL_SIZE)[0]
+
     rows = []
     for (k, lattice), dose in itertools.product(enumerate(lattices), doses):
         t0 = time.perf_counter()
@@ -172,10 +150,10 @@ def run(models, lattices, doses, n_images, size, seed, log=print):
                 continue
             found = model_atoms(lattice_model(model, lattice), images)
             row["methods"][model] = scores(found, images, coords, uncertain) | {
-                "vacancies_filled": filled(found, sites)[0]}
+                "vacancies_filled": filled(found)}
         s, params, found = classical_tuned(images, coords, uncertain)
         row["methods"]["classical (tuned)"] = s | {"params": params,
-                                                   "vacancies_filled": filled(found, sites)[0]}
+                                                   "vacancies_filled": filled(found)}
         rows.append(row)
         log(f"{lattice:9s} {dose:8.0e}: " + "  ".join(
             f"{m} F1 {r['f1']:.3f} RMSE {r['rmse']:.3f}" for m, r in row["methods"].items())

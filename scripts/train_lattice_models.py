@@ -37,12 +37,12 @@ from train_pretrained import (ARTEFACTS, CLASSES, PIXEL_SIZE, PIXEL_SIZES, log_u
                               random_acquisition, random_simulator, training_defects)
 
 from sklatom.datasets import load_dataset, make_scene_images, save_dataset
-from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores
+from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores, sites_filled
 from sklatom.peaks import PeakFinder
 from sklatom.pretrained import GENERAL_LABELS, LATTICE_MODELS, _pretrained_file
 from sklatom.segmentation import FCNSegmenter
 from sklatom.simulation import AcquisitionModel
-from sklatom.structures import LATTICES, scan_region
+from sklatom.structures import LATTICES, empty_sites
 
 #: Scene kinds of a lattice model's training set and their shares (2-D lattices; a lattice
 #: with depth, SrTiO3 [001], is trained on "lattice" scenes only).
@@ -110,33 +110,10 @@ def test_images(lattice, dose, n_images, seed):
             simulator=random_simulator(rng), acquisition=acq, label_policy="contrast",
             defects=training_defects(lattice, (19.2, 19.2)), min_defect_separation=4.0,
             return_info=True, random_state=rng.randint(2**31 - 1))
-        atoms = info.structures[0]
-        y0, x0 = scan_region(atoms)[:2]
         images.append(X[0])
         truth.append(c[0])
-        sites.append(np.array([((d["position"][0] - y0) / PIXEL_SIZE,
-                                (d["position"][1] - x0) / PIXEL_SIZE)
-                               for d in atoms.info["defects"] if d["kind"] == "vacancy"
-                               and LATTICES[lattice].depth == 0]).reshape(-1, 2))
+        sites.append(empty_sites(info.structures[0]) / PIXEL_SIZE)
     return images, truth, sites
-
-
-def filled_sites(found, sites, truth, pixel_size=PIXEL_SIZE, tolerance=TOLERANCE):
-    """(filled, total): empty vacancy sites (no true column within ``tolerance`` Å, inside
-    the scored region) with a found atom within ``tolerance`` Å."""
-    from scipy.spatial import cKDTree
-
-    filled = total = 0
-    for f, s, t in zip(found, sites, truth):
-        if not len(s):
-            continue
-        empty = cKDTree(t[:, :2]).query(s)[0] * pixel_size > tolerance if len(t) else \
-            np.ones(len(s), bool)
-        s = s[empty]
-        total += len(s)
-        if len(s) and len(f):
-            filled += int(np.sum(cKDTree(f[:, :2]).query(s)[0] * pixel_size < tolerance))
-    return filled, total
 
 
 def evaluate(models, lattices, n_images, seed):
@@ -151,7 +128,7 @@ def evaluate(models, lattices, n_images, seed):
                 s = atom_scores(found, truth, tolerance=TOLERANCE, pixel_size=PIXEL_SIZE,
                                 ignore_border=EDGE_BAND,
                                 image_shape=[x.shape for x in images], zero_division=1.0)
-                filled, total = filled_sites(found, sites, truth)
+                filled, total = sites_filled(found, sites, TOLERANCE, PIXEL_SIZE)
                 row[name] = {k: float(s[k]) for k in ("precision", "recall", "f1", "rmse",
                                                       "class_accuracy")} | {
                     "n_true": int(s["n_true"]), "vacancies_filled": filled,

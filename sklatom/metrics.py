@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from ._validation import SklatomWarning, check_pixel_size
 
 __all__ = ["AtomMatch", "match_atoms", "atom_scores", "atom_report", "mask_to_coordinates",
-           "make_atom_scorer", "detection_outcomes", "TOLERANCE", "EDGE_BAND"]
+           "make_atom_scorer", "detection_outcomes", "sites_filled", "TOLERANCE", "EDGE_BAND"]
 
 #: The evaluation protocol of the benchmarks, the model card and the demo: a found atom matches
 #: a true one within ``TOLERANCE`` Å (the label radius) ...
@@ -513,6 +513,42 @@ def atom_report(pred, true, tolerance=1.0, pixel_size=None, class_names=None, di
     lines.append("")
     lines.append(f"class accuracy of matched atoms: {overall['class_accuracy']:.{digits}f}")
     return "\n".join(lines)
+
+
+def sites_filled(pred, sites, tolerance=TOLERANCE, pixel_size=None):
+    """How many empty sites (planted vacancies) hold a found atom anyway.
+
+    Parameters
+    ----------
+    pred, sites : ndarray of shape (k, 2+) or list of them (one per image)
+        Found atoms and empty sites: row, col (px; further columns ignored).
+    tolerance : float, default=TOLERANCE
+        A site is filled by a found atom closer than this (Å with ``pixel_size``, else px).
+    pixel_size : float or None, default=None
+        Å/px of the coordinates.
+
+    Returns
+    -------
+    filled, total : int
+        Sites with a found atom within ``tolerance``, and all sites.
+
+    Examples
+    --------
+    >>> found = np.array([[10.0, 10.0], [30.0, 30.0]])
+    >>> sites_filled(found, np.array([[10.2, 10.0], [20.0, 20.0]]))
+    (1, 2)
+    """
+    tolerance = _check_tolerance(tolerance)
+    scale = 1.0 if pixel_size is None else check_pixel_size(pixel_size)
+    pred, sites = _as_batches(pred, sites)
+    filled = total = 0
+    for p, s in zip(pred, sites):
+        p, s = _check_coords(p, "pred")[:, :2], _check_coords(s, "sites")[:, :2]
+        total += len(s)
+        if len(s) and len(p):
+            d, _ = cKDTree(p).query(s)
+            filled += int(np.sum(d * scale < tolerance))
+    return filled, total
 
 
 def mask_to_coordinates(mask, connectivity=1):

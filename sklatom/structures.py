@@ -27,6 +27,7 @@ __all__ = [
     "ROLES",
     "DEFECT_KINDS",
     "make_structure",
+    "empty_sites",
     "project_columns",
     "lattice_classes",
     "find_columns",
@@ -563,6 +564,29 @@ def project_columns(atoms, pixel_size, shape=None, classes=None, tolerance=0.3):
     coords = np.column_stack([pos, class_index])
     return Columns(coordinates=coords.reshape(-1, 3), names=names, roles=roles,
                    classes=list(classes), members=members)
+
+
+def empty_sites(atoms):
+    """The planted vacancy sites of a structure that hold no atom at all, in Å.
+
+    A site of ``info["defects"]`` (kind "vacancy" or "divacancy") is empty when no atom lies
+    within 0.3 Å of it in projection: a TMD "vacancy" that leaves one chalcogen of its column
+    is not.
+
+    Returns
+    -------
+    sites : ndarray of shape (k, 2)
+        (row, col) in Å from the corner of the scanned region (:func:`scan_region`); divide
+        by the pixel size for pixels of the image.
+    """
+    from scipy.spatial import cKDTree
+
+    y0, x0 = scan_region(atoms)[:2]
+    sites = np.array([d["position"][:2] for d in atoms.info.get("defects", ())
+                      if d["kind"] in ("vacancy", "divacancy")], float).reshape(-1, 2)
+    if len(sites) and len(atoms):
+        sites = sites[cKDTree(atoms.positions[:, [1, 0]]).query(sites)[0] > 0.3]  # (y, x)
+    return sites - (y0, x0)
 
 
 def scan_region(atoms):

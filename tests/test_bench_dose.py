@@ -35,21 +35,6 @@ def test_dose_benchmark_scores_methods_and_the_bound_against_dose(tmp_path):
     assert "| MoS2 | 1e+05 |" in (tmp_path / "dose_results.md").read_text()
 
 
-def test_empty_vacancy_sites_and_whether_a_method_fills_them():
-    from sklatom.structures import make_structure
-
-    atoms = make_structure("graphene", (19.2, 19.2), defects={"vacancy": 3}, random_state=0)
-    sites = bench_dose.empty_sites(atoms)
-    assert sites.shape == (3, 2)
-    # nothing found at them, or one atom on each (within the tolerance), or 1 Å away
-    assert bench_dose.filled([np.zeros((0, 3))], [sites]) == (0, 3)
-    assert bench_dose.filled([sites + 0.5], [sites]) == (3, 3)  # 0.07 Å off at 0.1 Å/px
-    assert bench_dose.filled([sites + 10.0], [sites]) == (0, 3)
-    # a site still holding an atom (a TMD "vacancy" of one S of two) is not empty
-    mos2 = make_structure("MoS2", (19.2, 19.2), defects={"vacancy": 3}, random_state=0)
-    assert len(bench_dose.empty_sites(mos2)) < 3
-
-
 def test_the_lattice_entry_stands_for_the_model_serving_each_row():
     assert bench_dose.lattice_model("general", "hBN") == "general"
     assert bench_dose.lattice_model("lattice", "WS2") == "MoS2"

@@ -353,3 +353,18 @@ def test_detection_outcomes_count_as_atom_scores_does():
     assert np.sum(outcome >= 0) == s["n_pred"]
     assert np.sum(outcome == -1) >= 3  # the three predictions next to don't-care atoms
     assert np.all(index[outcome == 1] >= 0) and np.all(index[outcome == 0] == -1)
+
+
+def test_sites_filled_counts_empty_sites_with_a_found_atom():
+    from sklatom.metrics import sites_filled
+
+    sites = np.array([[10.0, 10.0], [40.0, 40.0], [70.0, 10.0]])
+    assert sites_filled([np.zeros((0, 3))], [sites]) == (0, 3)
+    # 0.07 Å off at 0.1 Å/px is on the site; 1 Å off is not
+    assert sites_filled([sites + 0.5], [sites], pixel_size=0.1) == (3, 3)
+    assert sites_filled([sites + 10.0], [sites], pixel_size=0.1) == (0, 3)
+    # px without a pixel size; summed over images; class columns ignored
+    found = np.array([[10.0, 11.0, 1.0]])
+    assert sites_filled([found, found], [sites, sites[:1]], tolerance=2.0) == (2, 4)
+    with pytest.raises(ValueError, match="tolerance"):
+        sites_filled([found], [sites], tolerance=0)

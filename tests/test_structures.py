@@ -8,6 +8,7 @@ from sklatom.structures import (
     lattice_classes,
     make_structure,
     project_columns,
+    scan_region,
 )
 
 
@@ -141,3 +142,20 @@ def test_project_columns_rejects_unknown_column_classes_and_empty_structures():
         project_columns(atoms, 0.1, classes=["background", "Mo"])
     with pytest.raises(ValueError, match="no atoms"):
         project_columns(atoms[:0], 0.1)
+
+
+def test_empty_sites_are_the_vacancies_that_hold_no_atom():
+    from sklatom.structures import empty_sites
+
+    atoms = make_structure("graphene", (19.2, 19.2), defects={"vacancy": 3}, random_state=0)
+    sites = empty_sites(atoms)
+    assert sites.shape == (3, 2)
+    assert np.all((sites > 0) & (sites < 19.2))  # Å inside the scanned region
+    # no atom within 0.3 Å of an empty site (in projection), and a lattice bond from one
+    y0, x0 = scan_region(atoms)[:2]
+    d = np.hypot(*(atoms.positions[:, [1, 0]][:, None] - (sites + (y0, x0))).T)
+    assert d.min() > 1.2
+    # a TMD "vacancy" of one S of two keeps its column: that site is not empty
+    mos2 = make_structure("MoS2", (19.2, 19.2), defects={"vacancy": 3}, random_state=0)
+    assert len(empty_sites(mos2)) < 3
+    assert empty_sites(make_structure("graphene", (9.6, 9.6), defects=None)).shape == (0, 2)
