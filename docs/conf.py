@@ -202,6 +202,52 @@ def _write_model_metrics(name="general"):
 
 _write_model_metrics()
 
+
+def _write_lattice_model_metrics():
+    """One table per shipped lattice model (scripts/train_lattice_models.py's metrics file):
+    F1 and vacancy sites filled per lattice and dose, beside the general model's."""
+    import json
+
+    _GENERATED.mkdir(exist_ok=True)
+    from sklatom.pretrained import LATTICE_MODELS, PRETRAINED
+
+    parts = []
+    for name in LATTICE_MODELS:
+        path = ROOT / "sklatom" / "models" / f"{name}.metrics.json"
+        if name not in PRETRAINED or not path.is_file():
+            continue
+        report = json.loads(path.read_text())
+        head = ["test images", f'"{name}" F1', "vacancies filled", '"general" F1',
+                "vacancies filled (general)"]
+        rows = []
+        for key, row in report.get("test", {}).items():
+            lattice, _, dose = key.partition(" @ ")
+            mine, general = row[name], row["general"]
+            rows.append([f"{lattice}, {float(dose):.0e} e/Å²", f"{mine['f1']:.3f}",
+                         f"{mine['vacancies_filled']} / {mine['vacancy_sites']}",
+                         f"{general['f1']:.3f}",
+                         f"{general['vacancies_filled']} / {general['vacancy_sites']}"])
+        lines = [f'.. list-table:: "{name}": held-out images per lattice and dose',
+                 "   :header-rows: 1", ""]
+        for row in [head, *rows]:
+            lines.append(f"   * - {row[0]}")
+            lines.extend(f"     - {cell}" for cell in row[1:])
+        parts.append(
+            f'**"{name}"** (``{report.get("command", "")}``, code '
+            f'{str(report.get("code_commit"))[:7]}): fine-tuned from '
+            f'``{report.get("init_model")}`` on {report.get("train_images")} images of '
+            f'{", ".join(report.get("lattices", []))} ({report.get("train_kinds")}), doses '
+            f'{report["train_doses"][0]:.0e}-{report["train_doses"][1]:.0e} e/Å², '
+            f'{report.get("epochs_run")} epochs, {report.get("train_seconds")} s of training, '
+            f'seed {report.get("train_seed")}.\n\n' + "\n".join(lines) + "\n")
+    text = "\n".join(parts) if parts else (
+        "No lattice model ships yet: ``python scripts/train_lattice_models.py NAME`` trains "
+        "one.\n")
+    (_GENERATED / "lattice_models_metrics.inc").write_text(text, encoding="utf-8")
+
+
+_write_lattice_model_metrics()
+
 # -- HTML ------------------------------------------------------------------------------------
 html_theme = "alabaster"
 html_title = f"sklatom {release}"
