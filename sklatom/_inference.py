@@ -41,6 +41,11 @@ def _percentiles(x, q):
     return a + (b - a) * (pos - lo)
 
 
+#: A percentile range below this fraction of the full range is a rounding error, not the
+#: image's contrast (see :func:`normalise`).
+SPARSE_RANGE = 1e-3
+
+
 def normalise(image, name="X"):
     """Robust per-image normalisation (:data:`NORMALISATION`); a constant image becomes zeros,
     with a warning (its stacklevel points at the caller of ``fit`` when ``fit`` calls this in
@@ -51,16 +56,22 @@ def normalise(image, name="X"):
             NORMALISATION["high_percentile"]]
     )
     scale = float(hi - lo)
-    if not scale > 1e-6 * max(abs(float(med)), np.finfo(np.float32).tiny):
-        if float(x.max() - x.min()) == 0.0:
-            warnings.warn(
-                f"{name} is constant (all pixels {float(med):g}); it is segmented as a blank "
-                "image",
-                SklatomWarning,
-                stacklevel=4,
-            )
-            return np.zeros_like(x)
-        scale = float(x.max() - x.min())  # nearly constant: use the full range instead
+    full = float(x.max() - x.min())
+    if full == 0.0:
+        warnings.warn(
+            f"{name} is constant (all pixels {float(med):g}); it is segmented as a blank image",
+            SklatomWarning,
+            stacklevel=4,
+        )
+        return np.zeros_like(x)
+    if scale < SPARSE_RANGE * full:
+        # nearly all one value (a low-dose image of counts, > 99.5 % of it zeros and its
+        # percentiles a rounding error apart): the spread of the pixels that differ from
+        # the median, unless smaller (a hot pixel over a noisy image)
+        events = np.abs(x[x != med] - med)
+        scale = max(scale, float(_percentiles(events, [NORMALISATION["high_percentile"]])[0]))
+    if not scale > max(1e-6 * abs(float(med)), np.finfo(np.float32).tiny):
+        scale = full  # nearly constant: the full range instead
     x = x - np.float32(med)
     x /= np.float32(scale)
     return x

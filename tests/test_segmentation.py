@@ -709,3 +709,23 @@ def test_n_jobs_predicts_the_same_maps(fitted, test_data):
     threaded = with_params(fitted, n_jobs=2).predict_proba(sizes)
     for a, b in zip(fitted.predict_proba(sizes), threaded):
         np.testing.assert_array_equal(a, b)
+
+
+def test_normalisation_of_nearly_empty_and_hot_pixel_images():
+    from sklatom._inference import normalise
+
+    rng = np.random.default_rng(0)
+    # a low-dose image of counts: 99.7 % zeros, and the rounding residue of a resampling;
+    # its 0.5-99.5 % range is 1e-13, which made values of 1e12 (valid loss 2185 in training)
+    sparse = np.zeros((200, 200), np.float32)
+    sparse[rng.integers(0, 200, 120), rng.integers(0, 200, 120)] = rng.integers(1, 4, 120)
+    sparse[rng.integers(0, 200, 50), rng.integers(0, 200, 50)] = 1e-13
+    x = normalise(sparse)
+    assert 0.3 <= x.max() <= 1.5 and x.min() >= 0.0
+    # a noisy image with a hot pixel 1000x its range keeps its own scale
+    image = rng.poisson(50, (64, 64)).astype(np.float32)
+    spread = np.percentile(image, 99.5) - np.percentile(image, 0.5)
+    image[5, 5] = 1e5
+    x = normalise(image)
+    assert np.percentile(x, 99.5) - np.percentile(x, 0.5) == pytest.approx(1.0, rel=0.05)
+    assert x[5, 5] == pytest.approx((1e5 - np.median(image)) / spread, rel=0.05)
