@@ -18,7 +18,8 @@ from sklearn.utils import Bunch, check_random_state
 
 from ._resample import resample_coordinates, resample_image, resampled_shape
 from ._validation import check_pixel_size
-from .groundtruth import column_visibility, uncertain_sites
+from .groundtruth import (LATTICE_SNR_HIDDEN, LATTICE_SNR_VISIBLE, SNR_HIDDEN, SNR_VISIBLE,
+                          column_visibility, uncertain_sites)
 from .scenes import SCENE_KINDS, make_scene
 from .simulation import AcquisitionModel, MultisliceSimulator
 from .structures import LATTICES, find_columns, lattice_classes, make_structure, scan_region
@@ -28,10 +29,10 @@ __all__ = ["make_lattice_images", "make_scene_images", "draw_label_mask", "save_
 
 #: Mask value of "don't care" pixels (columns at the limit of what the image shows).
 IGNORE_LABEL = -1
-#: "visible": label what the recorded image shows (:mod:`sklatom.groundtruth`); "contrast":
-#: every column that stands out from its neighbours, whatever the dose (what a model that
-#: knows the lattice can find); "all": every column of the structure, whatever the recording.
-LABEL_POLICIES = ("visible", "contrast", "all")
+#: "visible": label what the recorded image shows (:mod:`sklatom.groundtruth`); "lattice":
+#: what a model that knows the lattice can find (a column's own signal-to-noise ratio may be
+#: 5 times lower); "all": every column of the structure, whatever the recording.
+LABEL_POLICIES = ("visible", "lattice", "all")
 
 
 def _class_mapping(lattices, labels):
@@ -147,11 +148,12 @@ def _columns_with_states(atoms, shape, ps, settings, acq, class_of, policy):
     states = np.full(len(names), "visible", dtype=object)
     dark_field = settings["inner"] >= settings["alpha"]  # the signal model is annular DF
     if policy != "all" and dark_field and len(names):
-        dose = acq.dose if policy == "visible" else None  # None: no signal-to-noise test
+        limits = (SNR_VISIBLE, SNR_HIDDEN) if policy == "visible" else \
+            (LATTICE_SNR_VISIBLE, LATTICE_SNR_HIDDEN)
         states = column_visibility(
-            atoms, pos, members, settings, dose, acq.blur, dark_counts=acq.dark_counts,
+            atoms, pos, members, settings, acq.dose, acq.blur, dark_counts=acq.dark_counts,
             pedestal=acq.pedestal, read_noise=acq.read_noise, diffuse=acq.diffuse,
-            diffuse_length=acq.diffuse_length).state
+            diffuse_length=acq.diffuse_length, snr_limits=limits).state
     keep = states != "hidden"
     table = np.column_stack([pos, classes, states == "uncertain"])[keep].reshape(-1, 4)
     names, roles = names[keep], roles[keep]
@@ -333,15 +335,15 @@ def make_lattice_images(
         a dict maps column names (e.g. ``"S2"``) to class names (e.g. ``"chalcogen"``).
     mask_radius : float, default=0.5
         Radius in Å of the label disk around each column.
-    label_policy : {"visible", "contrast", "all"}, default="visible"
+    label_policy : {"visible", "lattice", "all"}, default="visible"
         "visible": only columns the recorded image shows are labelled (see
         :mod:`sklatom.groundtruth`: e.g. not the O columns of SrTiO3 in HAADF, not a lattice
         lost in the noise of a very low dose); columns at the limit are "don't care" (-1 in
-        the masks, listed in ``info.uncertain``). "contrast": the same without the
-        signal-to-noise test, so every column that stands out from its neighbours and from
-        amorphous texture is labelled at any dose (the training labels of the lattice
-        models, which place a column from the lattice around it, not from its own counts).
-        "all": every column (the structure, not the image). Annular dark-field detectors
+        the masks, listed in ``info.uncertain``). "lattice": the same with a column's own
+        signal-to-noise ratio allowed 5 times lower
+        (:data:`~sklatom.groundtruth.LATTICE_SNR_VISIBLE`): the training labels of the
+        lattice models, which place a faint column from the lattice around it. "all":
+        every column (the structure, not the image). Annular dark-field detectors
         only; with bright-field detectors every column is labelled.
     rotation : float or None, default=None
         In-plane rotation in degrees; None draws a random one per image.
@@ -453,7 +455,7 @@ def make_scene_images(
         model; "atoms": one class ``"atom"``.
     mask_radius : float, default=0.5
         Radius in Å of the label disk around each column.
-    label_policy : {"visible", "contrast", "all"}, default="visible"
+    label_policy : {"visible", "lattice", "all"}, default="visible"
         See :func:`make_lattice_images`.
     scene_options : dict or None, default=None
         Keyword arguments for :func:`sklatom.scenes.make_scene` (fixed choices, e.g.

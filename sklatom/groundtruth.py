@@ -38,10 +38,14 @@ from .simulation import (_cross_sections, _fine_grid, _incoherent_kernel, _simul
 from .structures import ROLES
 
 __all__ = ["ColumnVisibility", "column_visibility", "uncertain_sites", "SNR_VISIBLE",
-           "SNR_HIDDEN", "CONTRAST_VISIBLE", "CONTRAST_HIDDEN"]
+           "SNR_HIDDEN", "LATTICE_SNR_VISIBLE", "LATTICE_SNR_HIDDEN", "CONTRAST_VISIBLE",
+           "CONTRAST_HIDDEN"]
 
 #: Signal-to-noise ratio from which a column is visible, and below which it is hidden.
 SNR_VISIBLE, SNR_HIDDEN = 5.0, 2.5
+#: The same for a model that knows the lattice (``label_policy="lattice"``): it places a column
+#: from the columns around it, so a column's own SNR may be lower, but not nothing.
+LATTICE_SNR_VISIBLE, LATTICE_SNR_HIDDEN = 1.0, 0.5
 #: Peak contrast relative to the bright columns nearby from which a column is visible, and
 #: below which it is hidden.
 CONTRAST_VISIBLE, CONTRAST_HIDDEN = 0.18, 0.12
@@ -84,7 +88,8 @@ def _sample(image, positions):
 
 
 def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_counts=0.0,
-                      pedestal=0.0, read_noise=0.0, diffuse=0.0, diffuse_length=3.0):
+                      pedestal=0.0, read_noise=0.0, diffuse=0.0, diffuse_length=3.0,
+                      snr_limits=(SNR_VISIBLE, SNR_HIDDEN)):
     """Decide which columns an image of ``atoms`` shows.
 
     Parameters
@@ -111,6 +116,9 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
         The fraction of the signal the recording spreads over ``diffuse_length`` Å
         (``AcquisitionModel(diffuse=...)``): it lowers each column's peak and raises the
         floor (and its shot noise) under a crystal.
+    snr_limits : (float, float), default=(SNR_VISIBLE, SNR_HIDDEN)
+        Signal-to-noise ratio from which a column is visible and below which it is hidden
+        (:data:`LATTICE_SNR_VISIBLE`, :data:`LATTICE_SNR_HIDDEN` for lattice models).
 
     Returns
     -------
@@ -180,8 +188,8 @@ def column_visibility(atoms, positions, members, settings, dose, blur=0.0, dark_
         contrast[j] = amplitude[j] / np.quantile(reference, 0.9)
 
     state = np.full(k, "visible", dtype=object)
-    uncertain = (snr < SNR_VISIBLE) | (contrast < CONTRAST_VISIBLE)
-    hidden = (snr < SNR_HIDDEN) | (contrast < CONTRAST_HIDDEN)
+    uncertain = (snr < snr_limits[0]) | (contrast < CONTRAST_VISIBLE)
+    hidden = (snr < snr_limits[1]) | (contrast < CONTRAST_HIDDEN)
     state[uncertain] = "uncertain"
     state[hidden] = "hidden"
     # columns the spot cannot separate (Sparrow's limit of two Gaussians, 2 sigma, with the
