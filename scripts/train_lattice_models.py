@@ -223,8 +223,9 @@ def main(argv=None):
             if args.data_cache:
                 save_dataset(args.data_cache, X, y, classes=CLASSES, pixel_size=PIXEL_SIZE,
                              metadata={"images": meta}, overwrite=True)
-        seg = FCNSegmenter(init_model=init, lr=5e-4, max_epochs=args.epochs, batch_size=8,
-                           patch_size=128, patches_per_epoch=args.patches_per_epoch,
+        seg = FCNSegmenter(init_model=init, fine_tune_batch_norm=True, lr=5e-4,
+                           max_epochs=args.epochs, batch_size=8, patch_size=128,
+                           patches_per_epoch=args.patches_per_epoch,
                            validation_fraction=0.1, early_stopping_patience=8,
                            lr_schedule="cosine", augment=True, augment_zoom=(0.8, 1.2),
                            device="auto", verbose=1, random_state=args.seed)

@@ -376,12 +376,13 @@ def _frozen_batch_norm_statistics(module):
             m.momentum = momentum
 
 
-def train(net, patches, start_weights, seed, device):
+def train(net, patches, start_weights, seed, device, keep_batch_norm=True):
     """Train ``net`` (from :func:`make_net`) on ``patches``, seeded by ``seed``; return it.
 
     With ``start_weights`` (a state dict) it fine-tunes from them, batch-norm statistics
-    kept; else it starts from new weights. The torch random state outside is left as it was.
-    The validation patches are dropped from the returned net.
+    kept unless ``keep_batch_norm`` is False; else it starts from new weights. The torch
+    random state outside is left as it was. The validation patches are dropped from the
+    returned net.
     """
     devices = [torch.cuda.current_device()] if str(device).startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
@@ -391,7 +392,9 @@ def train(net, patches, start_weights, seed, device):
         else:
             net.initialize()
             net.module_.load_state_dict(start_weights)
-            with _frozen_batch_norm_statistics(net.module_):
+            kept = _frozen_batch_norm_statistics(net.module_) if keep_batch_norm else \
+                contextlib.nullcontext()
+            with kept:
                 net.partial_fit(patches, None)
     net.train_split = None  # do not keep the validation patches in the fitted estimator
     return net

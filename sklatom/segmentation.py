@@ -129,6 +129,7 @@ _PARAMETER_CONSTRAINTS = {
     "passthrough_images": boolean(),
     "init_model": unchecked("fit loads it, and the errors say what is accepted"),
     "warm_start": boolean(),
+    "fine_tune_batch_norm": boolean(),
     "n_jobs": integer(none=True),
     "random_state": any_of(
         options(None), integer(0, high=2**32 - 1),
@@ -266,6 +267,12 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         ``module__`` settings. With ``init_model`` too, a fitted estimator continues from its
         own weights, not the init model's (a clone, being unfitted, starts from the init
         model).
+    fine_tune_batch_norm : bool, default=False
+        When fine-tuning (``init_model`` or ``warm_start``), also update the batch-norm
+        statistics from the new data. Off, they stay those of the model fine-tuned, which is
+        right for a few images; on a training set of its own (hundreds of images, e.g. a
+        lattice model made from the general one) the kept statistics no longer match the
+        weights being learnt and the validation loss jumps between epochs.
     n_jobs : int or None, default=None
         Images predicted in parallel threads (None = 1), sharing the network; the maps equal
         those of ``n_jobs=1``. Torch also uses its own threads inside each image
@@ -352,6 +359,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         passthrough_images=False,
         init_model=None,
         warm_start=False,
+        fine_tune_batch_norm=False,
         n_jobs=None,
         random_state=None,
     ):
@@ -383,6 +391,7 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.passthrough_images = passthrough_images
         self.init_model = init_model
         self.warm_start = warm_start
+        self.fine_tune_batch_norm = fine_tune_batch_norm
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -510,7 +519,8 @@ class FCNSegmenter(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         device = _resolve_device(self.device)
         net = make_net(params, len(classes), module_kwargs, data.train_split, data.class_weights,
                        device)
-        self.net_ = train(net, data.patches, start, seed, device)
+        self.net_ = train(net, data.patches, start, seed, device,
+                          keep_batch_norm=not self.fine_tune_batch_norm)
         self.classes_ = classes
         self.n_classes_ = len(classes)
         self.pixel_size_ = pixel_size_

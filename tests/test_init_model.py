@@ -59,6 +59,19 @@ def test_fine_tuning_keeps_the_batch_norm_statistics(model_file, data):
                if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def test_fine_tuning_on_a_training_set_of_its_own_updates_the_batch_norm(model_file, data):
+    # fine_tune_batch_norm=True: the statistics follow the new data (here rescaled images)
+    X, y = data
+    saved = dict(FCNSegmenter.load(model_file).net_.module_.named_buffers())
+    seg = FCNSegmenter(init_model=model_file, fine_tune_batch_norm=True,
+                       **{**TRAIN, "lr": 1e-3}, max_epochs=2, validation_fraction=None,
+                       random_state=1).fit(X[:2] * 3 + 1, y[:2])
+    buffers = dict(seg.net_.module_.named_buffers())
+    means = [k for k in saved if k.endswith("running_mean")]
+    assert means and all(not torch.allclose(buffers[k], saved[k]) for k in means)
+    assert clone(seg).get_params()["fine_tune_batch_norm"] is True
+
+
 def test_fit_starts_from_the_init_model_weights(model_file, data, tmp_path):
     X, y = data
     saved = FCNSegmenter.load(model_file)
