@@ -111,14 +111,14 @@ def classical_tuned(images, coords, uncertain):
 def lattice_model(model, lattice):
     """The model that scores ``lattice`` for the ``--models`` entry ``model``: itself, or for
     "lattice" / "lattice:DIR" the lattice model serving ``lattice`` (shipped, or its file in
-    DIR); None when no lattice model serves it."""
-    from sklatom.pretrained import LATTICE_MODELS
+    DIR); None when none serves it (or, for "lattice", none that serves it ships)."""
+    from sklatom.pretrained import LATTICE_MODELS, PRETRAINED
 
     if model != "lattice" and not model.startswith("lattice:"):
         return model
     name = next((n for n, served in LATTICE_MODELS.items() if lattice in served), None)
     if name is None or model == "lattice":
-        return name
+        return name if name in PRETRAINED else None
     return os.path.join(model.partition(":")[2], f"{name}.safetensors")
 
 

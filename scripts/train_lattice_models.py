@@ -182,7 +182,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(LATTICE_MODELS))
     parser.add_argument("--n-images", type=int, default=N_IMAGES)
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patches-per-epoch", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None,

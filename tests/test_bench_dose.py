@@ -37,7 +37,9 @@ def test_dose_benchmark_scores_methods_and_the_bound_against_dose(tmp_path):
 
 def test_the_lattice_entry_stands_for_the_model_serving_each_row():
     assert bench_dose.lattice_model("general", "hBN") == "general"
-    assert bench_dose.lattice_model("lattice", "WS2") == "MoS2"
+    assert bench_dose.lattice_model("lattice", "Si-graphene") == "graphene"
+    assert bench_dose.lattice_model("lattice:/models", "WS2") == os.path.join(
+        "/models", "MoS2.safetensors")
     assert bench_dose.lattice_model("lattice:/models", "Si-graphene") == os.path.join(
         "/models", "graphene.safetensors")
     assert bench_dose.lattice_model("lattice", "no such lattice") is None

@@ -205,7 +205,17 @@ def test_lattice_model_finds_a_low_dose_lattice_the_general_one_misses(general, 
     X, coords, sites = low_dose(lattice, 2e4, seed=5151)
     model = load_pretrained(name, device="cpu")
     mine, theirs = scores(model, X, coords, 0.1), scores(general, X, coords, 0.1)
-    assert mine["f1"] >= 0.9 and mine["f1"] > theirs["f1"] + 0.05, (mine, theirs)
+    assert mine["f1"] >= 0.85 and mine["f1"] > theirs["f1"] + 0.3, (mine, theirs)
     found = PeakFinder().transform(model.transform(X))
     filled, total = sites_filled(found, sites, 0.5, pixel_size=0.1)
     assert filled <= total // 3, (filled, total)  # sites with a found atom anyway
+
+
+@pytest.mark.parametrize("name", SHIPPED_LATTICE_MODELS)
+@pytest.mark.xfail(strict=True, reason="issue 15 target not met by the shipped lattice model: "
+                   "graphene fills 5 of 6 vacancy sites at 1e6 e/Å² (general 2 of 6)")
+def test_lattice_model_keeps_vacancies_empty_at_a_high_dose(general, name):
+    X, coords, sites = low_dose(LATTICE_MODELS[name][0], 1e6, seed=5152)
+    found = PeakFinder().transform(load_pretrained(name, device="cpu").transform(X))
+    filled, total = sites_filled(found, sites, 0.5, pixel_size=0.1)
+    assert total >= 4 and filled <= total // 6, (filled, total)
