@@ -114,13 +114,18 @@ def _metric_rows(table):
     return rows
 
 
-def _list_table(title, rows):
-    head = ["test images", "precision", "recall", "F1", "RMSE (Å)", "class accuracy"]
+def _rst_table(title, head, rows):
+    """A reST list-table with a header row."""
     lines = [f".. list-table:: {title}", "   :header-rows: 1", ""]
     for row in [head, *rows]:
         lines.append(f"   * - {row[0]}")
         lines.extend(f"     - {cell}" for cell in row[1:])
     return "\n".join(lines) + "\n"
+
+
+def _list_table(title, rows):
+    head = ["test images", "precision", "recall", "F1", "RMSE (Å)", "class accuracy"]
+    return _rst_table(title, head, rows)
 
 
 def _scene_table(table):
@@ -129,9 +134,7 @@ def _scene_table(table):
         return ""
     head = ["scene (pixel size)", "precision", "recall", "F1", "RMSE (Å)",
             "false atoms / image"]
-    lines = [".. list-table:: Held-out scenes of each kind (incoherent simulation, 1e6 e/Å², "
-             "scored at their own pixel size)", "   :header-rows: 1", ""]
-    rows = [head]
+    rows = []
     for name, v in table.items():
         n_true = v.get("n_true", 0)
         cells = ["n/a (nothing to find)" if n_true == 0 else
@@ -139,10 +142,8 @@ def _scene_table(table):
                  for k in ("precision", "recall", "f1", "rmse")]
         rows.append([f"{name} ({v.get('pixel_size', '?')} Å/px)", *cells,
                      f"{v.get('false_atoms_per_image', float('nan')):.1f}"])
-    for row in rows:
-        lines.append(f"   * - {row[0]}")
-        lines.extend(f"     - {cell}" for cell in row[1:])
-    return "\n".join(lines) + "\n"
+    return _rst_table("Held-out scenes of each kind (incoherent simulation, 1e6 e/Å², scored "
+                      "at their own pixel size)", head, rows)
 
 
 def _placeholder_rows():
@@ -227,11 +228,7 @@ def _write_lattice_model_metrics():
                          f"{mine['vacancies_filled']} / {mine['vacancy_sites']}",
                          f"{general['f1']:.3f}",
                          f"{general['vacancies_filled']} / {general['vacancy_sites']}"])
-        lines = [f'.. list-table:: "{name}": held-out images per lattice and dose',
-                 "   :header-rows: 1", ""]
-        for row in [head, *rows]:
-            lines.append(f"   * - {row[0]}")
-            lines.extend(f"     - {cell}" for cell in row[1:])
+        table = _rst_table(f'"{name}": held-out images per lattice and dose', head, rows)
         parts.append(
             f'**"{name}"** (``{report.get("command", "")}``, code '
             f'{str(report.get("code_commit"))[:7]}): fine-tuned from '
@@ -239,7 +236,7 @@ def _write_lattice_model_metrics():
             f'{", ".join(report.get("lattices", []))} ({report.get("train_kinds")}), doses '
             f'{report["train_doses"][0]:.0e}-{report["train_doses"][1]:.0e} e/Å², '
             f'{report.get("epochs_run")} epochs, {report.get("train_seconds")} s of training, '
-            f'seed {report.get("train_seed")}.\n\n' + "\n".join(lines) + "\n")
+            f'seed {report.get("train_seed")}.\n\n' + table)
     text = "\n".join(parts) if parts else (
         "No lattice model ships yet: ``python scripts/train_lattice_models.py NAME`` trains "
         "one.\n")

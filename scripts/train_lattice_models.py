@@ -36,7 +36,6 @@ import torch
 from train_pretrained import (ARTEFACTS, CLASSES, PIXEL_SIZE, PIXEL_SIZES, log_uniform,
                               random_acquisition, random_simulator, training_defects)
 
-
 from sklatom.datasets import load_dataset, make_scene_images, save_dataset
 from sklatom.metrics import EDGE_BAND, TOLERANCE, atom_scores, sites_filled
 from sklatom.peaks import PeakFinder
